@@ -1,0 +1,276 @@
+//! `/tyk/keys…` (CONTRACT §1.3–1.4): creating, reading, updating, deleting
+//! and listing keys, with Tyk's write rules (reset of `last_updated` and
+//! `quota_renews`, kept `date_created`, past `expires`) and exact errors.
+
+use crate::error::admin_error;
+use crate::gateway::unix_now;
+use crate::http::Response;
+use crate::keyid::token;
+use crate::keys::{self, Found};
+use crate::router::store_failure;
+use crate::session::Session;
+
+use super::{Call, json, ok};
+
+const SECURITY: &str = "Failed to create key, ensure security settings are correct.";
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Tyk's write rules, unless `suppress_reset=1`.
+fn reset_counters(s: &mut Session, now: i64) {
+    s.last_updated = now.to_string();
+    s.quota_renews = now + s.quota_renewal_rate;
+}
+
+fn parse_session(bytes: &[u8]) -> Option<Session> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn key_hash(call: &Call<'_>, key_id: &str) -> Option<String> {
+    call.gw
+        .config
+        .hash_keys
+        .then(|| keys::stored_id(&call.gw.config, key_id))
+}
+
+/// Stores a new key under a fresh or custom id.
+fn store_new(
+    call: &Call<'_>,
+    key_id: &str,
+    session: Session,
+    action: &str,
+    failure: &str,
+) -> Response {
+    let stored = keys::stored_id(&call.gw.config, key_id);
+    if let Err(e) = call.gw.sessions.put(&stored, session) {
+        return store_failure(&e, failure);
+    }
+    log::info!("admin: key {action} (stored as {})", obfuscate(&stored));
+    ok(action, key_id, key_hash(call, key_id).as_deref())
+}
+
+/// The last four characters only: never log raw keys.
+fn obfuscate(id: &str) -> String {
+    let tail: String = id
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("****{tail}")
+}
+
+/// `POST /tyk/keys/create`.
+pub fn create(call: &mut Call<'_>) -> Response {
+    let body = match call.read_body() {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Some(mut session) = parse_session(&body) else {
+        return admin_error(500, "Unmarshalling failed");
+    };
+    if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
+        return admin_error(
+            400,
+            "Failed to create key, keys must have at least one Access Rights record set.",
+        );
+    }
+    let now = unix_now();
+    reset_counters(&mut session, now);
+    session.date_created = rfc3339_now();
+    let key_id = token(&session.org_id, "", &call.gw.config.hash_key_function);
+    store_new(call, &key_id, session, "create", SECURITY)
+}
+
+/// `POST /tyk/keys` (random id) and `POST /tyk/keys/{name}`.
+pub fn add(call: &mut Call<'_>, name: Option<&str>) -> Response {
+    let body = match call.read_body() {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Some(mut session) = parse_session(&body) else {
+        return admin_error(400, "Request malformed");
+    };
+    let min = call.gw.config.min_token_length;
+    if let Some(name) = name.filter(|n| n.chars().count() < min) {
+        return admin_error(
+            400,
+            &format!(
+                "custom key ID length {} is less than min_token_length ({min}); the key would be unreachable at auth time. Use an ID of at least min_token_length characters, or lower min_token_length in the gateway configuration.",
+                name.chars().count()
+            ),
+        );
+    }
+    if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
+        return admin_error(500, SECURITY);
+    }
+    let now = unix_now();
+    if call.query("suppress_reset") != "1" {
+        reset_counters(&mut session, now);
+    }
+    if session.expires > 1 && session.expires < now {
+        session.expires = 0;
+    }
+    session.date_created = rfc3339_now();
+    let key_id = token(
+        &session.org_id,
+        name.unwrap_or(""),
+        &call.gw.config.hash_key_function,
+    );
+    store_new(call, &key_id, session, "added", SECURITY)
+}
+
+/// Resolves the path id: by stored id with `?hashed=`, else §1.4.
+fn lookup(call: &Call<'_>, id: &str, org: &str) -> Option<Found> {
+    let cfg = &call.gw.config;
+    let sessions = &call.gw.sessions;
+    if !call.query("hashed").is_empty() {
+        return keys::find_stored(sessions, id);
+    }
+    keys::find(cfg, sessions, id, org).or_else(|| {
+        (!cfg.hash_key_function.is_empty())
+            .then(|| keys::find_stored(sessions, &keys::stored_id(cfg, id)))
+            .flatten()
+    })
+}
+
+/// The org a path id is resolved in: `org_id`, else the `api_id`'s org.
+fn request_org(call: &Call<'_>) -> String {
+    let org = call.query("org_id");
+    if !org.is_empty() {
+        return org;
+    }
+    let api_id = call.query("api_id");
+    call.gw
+        .registry()
+        .get(&api_id)
+        .map(|a| a.def.org_id.clone())
+        .unwrap_or_default()
+}
+
+/// `PUT /tyk/keys/{id}`.
+pub fn update(call: &mut Call<'_>, id: &str) -> Response {
+    let body = match call.read_body() {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Some(mut session) = parse_session(&body) else {
+        return admin_error(400, "Request malformed");
+    };
+    let Some(found) = lookup(call, id, &session.org_id) else {
+        return admin_error(404, "Key is not found");
+    };
+    let old = &found.session;
+    session.date_created = old.date_created.clone();
+    let now = unix_now();
+    if call.query("suppress_reset") == "1" {
+        session.quota_renews = old.quota_renews;
+        session.last_updated = old.last_updated.clone();
+        keep_limit_renewals(&mut session, old);
+    } else {
+        reset_counters(&mut session, now);
+    }
+    if session.expires > 1 && session.expires < now {
+        session.expires = old.expires;
+    }
+    if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
+        return admin_error(500, SECURITY);
+    }
+    if let Err(e) = call.gw.sessions.put(&found.stored_id, session) {
+        return store_failure(&e, SECURITY);
+    }
+    ok("modified", &found.key_id, None)
+}
+
+fn keep_limit_renewals(new: &mut Session, old: &Session) {
+    for (api, access) in &mut new.access_rights {
+        let old_limit = old.access_rights.get(api).and_then(|a| a.limit.as_ref());
+        if let (Some(limit), Some(old_limit)) = (access.limit.as_mut(), old_limit)
+            && !limit.is_empty()
+            && !old_limit.is_empty()
+        {
+            limit.quota_renews = old_limit.quota_renews;
+        }
+    }
+}
+
+/// `GET /tyk/keys/{id}`.
+pub fn get(call: &Call<'_>, id: &str) -> Response {
+    if !call.query("hashed").is_empty() && !call.gw.config.hash_keys {
+        return admin_error(400, "Key requested by hash but key hashing is not enabled");
+    }
+    let Some(found) = lookup(call, id, &request_org(call)) else {
+        return admin_error(404, "Key not found");
+    };
+    let mut session = (*found.session).clone();
+    session.basic_auth_data.password.clear();
+    json(&session)
+}
+
+/// `DELETE /tyk/keys/{id}`.
+pub fn delete(call: &Call<'_>, id: &str) -> Response {
+    let Some(found) = lookup(call, id, &request_org(call)) else {
+        return admin_error(404, "There is no such key found");
+    };
+    match call.gw.sessions.remove(&found.stored_id) {
+        Ok(true) => {}
+        Ok(false) => return admin_error(400, "Failed to remove the key"),
+        Err(e) => return store_failure(&e, "Failed to remove the key"),
+    }
+    log::info!(
+        "admin: key deleted (stored as {})",
+        obfuscate(&found.stored_id)
+    );
+    if call.query("api_id") == "-1" {
+        return Response::bytes(200, "application/json", "null\n");
+    }
+    ok("deleted", &found.key_id, None)
+}
+
+/// `GET /tyk/keys`.
+pub fn list(call: &Call<'_>) -> Response {
+    let cfg = &call.gw.config;
+    if cfg.hash_keys && !cfg.enable_hashed_keys_listing {
+        return admin_error(
+            404,
+            "Hashed key listing is disabled in config (enable_hashed_keys_listing)",
+        );
+    }
+    let filter = call.query("filter");
+    if !cfg.hash_keys && filter.is_empty() && !call.query("api_id").is_empty() {
+        return admin_error(
+            400,
+            "The 'filter' parameter (Org ID) is required when filtering by 'api_id' in legacy mode",
+        );
+    }
+    let ids: Vec<String> = call
+        .gw
+        .sessions
+        .ids()
+        .into_iter()
+        .filter(|id| {
+            filter.is_empty() || id.starts_with(&filter) || crate::keyid::token_org(id) == filter
+        })
+        .collect();
+    json(&serde_json::json!({ "keys": ids }))
+}
+
+/// `POST /tyk/keys/preview`: the session as it would be stored.
+pub fn preview(call: &mut Call<'_>) -> Response {
+    let body = match call.read_body() {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Some(mut session) = parse_session(&body) else {
+        return admin_error(500, "Unmarshalling failed");
+    };
+    session.last_updated = unix_now().to_string();
+    session.date_created = rfc3339_now();
+    json(&session)
+}

@@ -1,0 +1,483 @@
+//! Tyk Classic API definitions (`apps/*.json`): `ApiDefinition` as read
+//! (serde, Tyk's names, unknown fields ignored) and `ApiSpec`, the compiled
+//! form the request path uses (parsed target, listen-path matcher, version
+//! table, auth source, stage list). Loading a folder and routing between
+//! APIs is `registry`'s job; running the stages is `pipeline`'s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::pipeline::{self, Stage};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub auth_header_name: String,
+    pub use_param: bool,
+    pub param_name: String,
+    pub use_cookie: bool,
+    pub cookie_name: String,
+    pub disable_header: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct VersionDefinition {
+    pub location: String,
+    pub key: String,
+    pub strip_path: bool,
+    pub strip_versioning_data: bool,
+    pub fallback_to_default: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct VersionInfo {
+    pub name: String,
+    pub expires: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct VersionData {
+    pub not_versioned: bool,
+    pub default_version: String,
+    pub versions: BTreeMap<String, VersionInfo>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ProxyConfig {
+    pub listen_path: String,
+    pub target_url: String,
+    pub strip_listen_path: bool,
+    pub preserve_host_header: bool,
+    pub disable_strip_slash: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GlobalRateLimit {
+    pub rate: f64,
+    pub per: f64,
+    pub disabled: bool,
+}
+
+/// The fields of a Tyk Classic API definition that Gatehouse acts on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ApiDefinition {
+    pub id: String,
+    pub name: String,
+    pub api_id: String,
+    pub org_id: String,
+    pub active: bool,
+    pub use_keyless: bool,
+    pub use_standard_auth: bool,
+    pub auth: AuthConfig,
+    pub auth_configs: BTreeMap<String, AuthConfig>,
+    pub strip_auth_data: bool,
+    pub definition: VersionDefinition,
+    pub version_data: VersionData,
+    pub proxy: ProxyConfig,
+    pub disable_rate_limit: bool,
+    pub disable_quota: bool,
+    pub global_rate_limit: GlobalRateLimit,
+    pub expiration: String,
+}
+
+/// When something stops being served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    /// Unix seconds.
+    At(i64),
+    /// The date did not parse: Tyk treats that as already expired.
+    Unparsable,
+}
+
+impl Expiry {
+    /// `2006-01-02 15:04` (UTC); `""` and `-1` mean never.
+    pub fn parse(text: &str) -> Expiry {
+        let text = text.trim();
+        if text.is_empty() || text == "-1" {
+            return Expiry::Never;
+        }
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        match time::PrimitiveDateTime::parse(text, format) {
+            Ok(t) => Expiry::At(t.assume_utc().unix_timestamp()),
+            Err(_) => Expiry::Unparsable,
+        }
+    }
+
+    pub fn expired(self, now: i64) -> bool {
+        match self {
+            Expiry::Never => false,
+            Expiry::At(t) => now > t,
+            Expiry::Unparsable => true,
+        }
+    }
+}
+
+/// Where the version name is read from (`definition.location`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionLocation {
+    Header,
+    UrlParam,
+    Url,
+}
+
+/// The compiled version table.
+#[derive(Clone, Debug)]
+pub struct Versioning {
+    pub not_versioned: bool,
+    pub location: VersionLocation,
+    pub key: String,
+    pub strip_path: bool,
+    pub default_version: String,
+    pub fallback_to_default: bool,
+    pub versions: HashMap<String, Expiry>,
+}
+
+/// Where a key is read from (CONTRACT §3.4).
+#[derive(Clone, Debug)]
+pub struct AuthSource {
+    /// None when `disable_header`.
+    pub header: Option<String>,
+    pub param: Option<String>,
+    pub cookie: Option<String>,
+}
+
+/// An upstream, parsed from `target_url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The Host header value, as written in the URL.
+    pub authority: String,
+    pub path: String,
+    pub query: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+                return Err("https upstreams are not supported yet".into());
+            }
+            _ => return Err(format!("not an http:// URL: {url:?}")),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("no usable host in {url:?}"));
+        }
+        let after = rest[end..].split('#').next().unwrap_or_default();
+        let (path, query) = after.split_once('?').unwrap_or((after, ""));
+        let has_port = match authority.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => authority.contains(':'),
+        };
+        let address = if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Target {
+            address,
+            authority: authority.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+        })
+    }
+}
+
+/// A listen path: a plain prefix, or segments where `{name}` matches any one.
+#[derive(Clone, Debug)]
+pub struct ListenPath {
+    pub text: String,
+    segments: Option<Vec<String>>,
+}
+
+impl ListenPath {
+    pub fn new(text: &str) -> ListenPath {
+        let text = clean_listen_path(text);
+        let segments = text
+            .contains('{')
+            .then(|| text.split('/').map(str::to_string).collect());
+        ListenPath { text, segments }
+    }
+
+    /// Length for ordering: `{x}` segments do not count.
+    pub fn sort_len(&self) -> usize {
+        match &self.segments {
+            None => self.text.len(),
+            Some(segs) => segs
+                .iter()
+                .filter(|s| !s.starts_with('{'))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("/")
+                .len(),
+        }
+    }
+
+    /// Bytes of `path` this listen path covers, when it matches.
+    pub fn matches(&self, path: &str) -> Option<usize> {
+        let Some(segs) = &self.segments else {
+            return path.starts_with(&self.text).then_some(self.text.len());
+        };
+        let mut used = 0;
+        let mut parts = path.split('/');
+        for (i, seg) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            let part = parts.next()?;
+            let ok = if seg.starts_with('{') {
+                !part.is_empty()
+            } else if last {
+                part.starts_with(seg.as_str())
+            } else {
+                part == seg
+            };
+            if !ok {
+                return None;
+            }
+            used += if last && !seg.starts_with('{') {
+                seg.len()
+            } else {
+                part.len()
+            };
+            if !last {
+                used += 1;
+            }
+        }
+        Some(used.min(path.len()))
+    }
+}
+
+/// Leading `/` added, `.` and `..` segments resolved, trailing `/` kept.
+pub fn clean_listen_path(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/').filter(|s| !s.is_empty()) {
+        match seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut clean = format!("/{}", out.join("/"));
+    if p.ends_with('/') && clean.len() > 1 {
+        clean.push('/');
+    }
+    clean
+}
+
+/// A loaded API, ready for the request path.
+pub struct ApiSpec {
+    pub def: ApiDefinition,
+    /// The definition as loaded, for `GET /tyk/apis`.
+    pub raw: Value,
+    pub listen: ListenPath,
+    pub target: Target,
+    pub auth: AuthSource,
+    pub versioning: Versioning,
+    pub expiration: Expiry,
+    /// Stages run in order before the proxy, built once at load.
+    pub stages: Vec<Stage>,
+}
+
+impl ApiSpec {
+    /// The API's `api_id` (not the Mongo `id`).
+    #[allow(clippy::misnamed_getters)]
+    pub fn id(&self) -> &str {
+        &self.def.api_id
+    }
+
+    /// Parses and compiles one definition. `file` names it in errors.
+    pub fn from_json(file: &Path, text: &str) -> Result<ApiSpec, Error> {
+        let raw: Value = serde_json::from_str(text).map_err(|e| Error::config(file, "", e))?;
+        ApiSpec::from_value(file, raw)
+    }
+
+    pub fn from_value(file: &Path, raw: Value) -> Result<ApiSpec, Error> {
+        let def: ApiDefinition = serde_path_to_error::deserialize(&raw)
+            .map_err(|e| Error::config(file, &e.path().to_string(), e.inner()))?;
+        let id_ok = def.id.is_empty()
+            || (def.id.len() == 24 && def.id.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !id_ok {
+            return Err(Error::config(
+                file,
+                "id",
+                "must be empty or 24 hex characters",
+            ));
+        }
+        if def.api_id.is_empty() {
+            return Err(Error::config(file, "api_id", "is empty"));
+        }
+        let lp = &def.proxy.listen_path;
+        if lp.is_empty() || lp.contains(' ') {
+            return Err(Error::config(
+                file,
+                "proxy.listen_path",
+                "must be non-empty and contain no spaces",
+            ));
+        }
+        let target = Target::parse(&def.proxy.target_url)
+            .map_err(|m| Error::config(file, "proxy.target_url", m))?;
+        let versioning = compile_versions(&def);
+        let stages = pipeline::stages_for(&def);
+        Ok(ApiSpec {
+            listen: ListenPath::new(lp),
+            auth: auth_source(&def),
+            expiration: Expiry::parse(&def.expiration),
+            target,
+            versioning,
+            stages,
+            def,
+            raw,
+        })
+    }
+}
+
+/// An `api_id` must be usable as a file name inside `app_path`.
+pub fn check_api_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a valid API id (allowed: a-z, A-Z, 0-9, ., _, -, ~)"
+        ))
+    }
+}
+
+fn auth_source(def: &ApiDefinition) -> AuthSource {
+    let cfg = def.auth_configs.get("authToken").unwrap_or(&def.auth);
+    let header = if cfg.auth_header_name.is_empty() {
+        "Authorization".to_string()
+    } else {
+        cfg.auth_header_name.clone()
+    };
+    let or_header = |name: &str| {
+        if name.is_empty() {
+            header.clone()
+        } else {
+            name.to_string()
+        }
+    };
+    AuthSource {
+        param: cfg.use_param.then(|| or_header(&cfg.param_name)),
+        cookie: cfg.use_cookie.then(|| or_header(&cfg.cookie_name)),
+        header: (!cfg.disable_header).then_some(header.clone()),
+    }
+}
+
+fn compile_versions(def: &ApiDefinition) -> Versioning {
+    let d = &def.definition;
+    let location = match d.location.as_str() {
+        "url-param" => VersionLocation::UrlParam,
+        "url" => VersionLocation::Url,
+        _ => VersionLocation::Header,
+    };
+    let versions = def
+        .version_data
+        .versions
+        .iter()
+        .map(|(name, v)| (name.clone(), Expiry::parse(&v.expires)))
+        .collect();
+    Versioning {
+        not_versioned: def.version_data.not_versioned,
+        location,
+        key: d.key.clone(),
+        strip_path: d.strip_path || d.strip_versioning_data,
+        default_version: def.version_data.default_version.clone(),
+        fallback_to_default: d.fallback_to_default,
+        versions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls_parse() {
+        let t = Target::parse("http://httpbin.org").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.authority.as_str(), t.path.as_str()),
+            ("httpbin.org:80", "httpbin.org", "")
+        );
+        let t = Target::parse("http://127.0.0.1:8091/base/?a=1").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.path.as_str(), t.query.as_str()),
+            ("127.0.0.1:8091", "/base/", "a=1")
+        );
+        let t = Target::parse("http://[::1]:81/x").unwrap();
+        assert_eq!(t.address, "[::1]:81");
+        assert_eq!(Target::parse("http://[::1]/").unwrap().address, "[::1]:80");
+        assert!(Target::parse("https://x").is_err());
+        assert!(Target::parse("x.org").is_err());
+    }
+
+    #[test]
+    fn listen_paths_are_cleaned() {
+        assert_eq!(clean_listen_path("quickstart/"), "/quickstart/");
+        assert_eq!(clean_listen_path("/a/./b/../c"), "/a/c");
+        assert_eq!(clean_listen_path("/"), "/");
+    }
+
+    #[test]
+    fn plain_listen_path_is_a_string_prefix() {
+        let lp = ListenPath::new("/app");
+        assert_eq!(lp.matches("/apple"), Some(4));
+        assert_eq!(ListenPath::new("/quickstart/").matches("/quickstart"), None);
+    }
+
+    #[test]
+    fn templated_listen_path_matches_any_segment() {
+        let lp = ListenPath::new("/users/{id}/orders");
+        assert_eq!(
+            lp.matches("/users/42/orders/7"),
+            Some("/users/42/orders".len())
+        );
+        assert_eq!(lp.matches("/users//orders"), None);
+        assert_eq!(lp.sort_len(), ListenPath::new("/users/orders").sort_len());
+    }
+
+    #[test]
+    fn expiry_formats() {
+        assert_eq!(Expiry::parse(""), Expiry::Never);
+        assert_eq!(Expiry::parse("-1"), Expiry::Never);
+        assert_eq!(Expiry::parse("3000-01-02 15:04"), Expiry::At(32503820640));
+        assert!(Expiry::parse("soon").expired(0));
+        assert!(Expiry::parse("2000-01-01 00:00").expired(1_000_000_000));
+    }
+
+    #[test]
+    fn api_ids_that_escape_app_path_are_refused() {
+        for bad in ["../x", "a/b", "", "..", "a\\b"] {
+            assert!(check_api_id(bad).is_err(), "{bad}");
+        }
+        assert!(check_api_id("my-api_1.v2").is_ok());
+    }
+
+    #[test]
+    fn auth_source_defaults_to_authorization() {
+        let def = ApiDefinition::default();
+        let a = auth_source(&def);
+        assert_eq!(a.header.as_deref(), Some("Authorization"));
+        assert!(a.param.is_none() && a.cookie.is_none());
+    }
+}

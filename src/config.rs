@@ -1,0 +1,528 @@
+//! tyk.conf: the raw serde structs that mirror Tyk's JSON (or the same names
+//! in TOML), with Tyk's defaults, and `validate()` into a typed `Config`
+//! whose errors name the file and the field. Unknown fields are collected
+//! and warned about once; they are never an error. Reading API definitions
+//! is `apidef`'s job.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::warn;
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::http::Limits;
+use crate::keyid::HashAlg;
+
+/// Tyk's published sample secret: with it the admin API is loopback-only.
+pub const SAMPLE_SECRET: &str = "352d20ee67be67f6340b4c0605b044b7";
+
+/// tyk.conf as written. Field names are Tyk's; absent fields take Tyk's
+/// zero values, which `validate` turns into defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub listen_address: String,
+    pub listen_port: Option<i64>,
+    pub control_api_port: i64,
+    pub secret: String,
+    pub app_path: Option<String>,
+    pub use_db_app_configs: bool,
+    pub hash_keys: bool,
+    pub hash_key_function: String,
+    pub enable_hashed_keys_listing: bool,
+    pub disable_key_actions_by_username: bool,
+    pub hash_key_function_fallback: Vec<String>,
+    pub min_token_length: i64,
+    pub allow_master_keys: bool,
+    pub close_connections: bool,
+    pub proxy_default_timeout: f64,
+    pub http_server_options: RawHttpServerOptions,
+    pub rate_limit_response_headers: String,
+    pub health_check_endpoint_name: String,
+    pub reload_interval: i64,
+    pub hide_generator_header: bool,
+    pub storage: RawStorage,
+    /// Ours: milliseconds between background writes of counters.
+    pub quota_persist_interval: Option<i64>,
+    /// Ours: the built-in echo upstream; absent = off.
+    pub echo_upstream: Option<RawListen>,
+    /// Ours: server tunables.
+    pub gatehouse: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHttpServerOptions {
+    pub read_timeout: i64,
+    pub write_timeout: i64,
+    pub enable_strict_routes: bool,
+    pub max_request_body_size: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawStorage {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawListen {
+    pub listen_address: String,
+    pub listen_port: i64,
+}
+
+/// Our own server settings, `"gatehouse": {...}` in tyk.conf; 0 = default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    pub workers: i64,
+    pub max_connections: i64,
+    pub max_request_line: i64,
+    pub max_header_line: i64,
+    pub max_head: i64,
+    pub max_headers: i64,
+    pub max_chunk_ext: i64,
+    pub head_timeout_secs: i64,
+    pub idle_timeout_secs: i64,
+    pub body_timeout_secs: i64,
+    pub connect_timeout_secs: i64,
+    pub admin_max_body: i64,
+    pub max_pipelined: i64,
+}
+
+/// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitHeaders {
+    Quotas,
+    RateLimits,
+}
+
+/// Listener and connection settings for `server`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub workers: usize,
+    /// 0 = derive from the fd limit at start.
+    pub max_connections: usize,
+    pub limits: Limits,
+    pub head_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_pipelined: usize,
+    pub close_connections: bool,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    /// A separate admin listener, when `control_api_port` is set.
+    pub control_listen: Option<SocketAddr>,
+    pub secret: String,
+    pub app_path: PathBuf,
+    pub store_path: PathBuf,
+    pub hash_keys: bool,
+    /// `hash_key_function` as written ("" = legacy ids).
+    pub hash_key_function: String,
+    pub enable_hashed_keys_listing: bool,
+    pub disable_key_actions_by_username: bool,
+    pub hash_key_function_fallback: Vec<String>,
+    pub min_token_length: usize,
+    pub allow_master_keys: bool,
+    pub proxy_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub enable_strict_routes: bool,
+    /// 0 = unlimited.
+    pub max_request_body_size: u64,
+    pub admin_max_body: u64,
+    pub rate_limit_headers: RateLimitHeaders,
+    pub health_check_path: String,
+    pub reload_interval: Duration,
+    pub hide_generator_header: bool,
+    pub quota_persist_interval: Duration,
+    pub echo_upstream: Option<SocketAddr>,
+    pub server: ServerConfig,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(path, "", format!("cannot read: {e}")))?;
+        let (raw, unknown) = parse(path, &text)?;
+        if !unknown.is_empty() {
+            let list: Vec<&str> = unknown.iter().map(String::as_str).collect();
+            warn!(
+                "{}: fields with no effect in Gatehouse: {}",
+                path.display(),
+                list.join(", ")
+            );
+        }
+        raw.validate(path)
+    }
+
+    /// True when the admin API must answer loopback clients only.
+    pub fn admin_loopback_only(&self) -> bool {
+        self.secret.is_empty() || self.secret == SAMPLE_SECRET
+    }
+}
+
+/// Parses JSON, or TOML when the file name ends in `.toml`. Returns the raw
+/// config and the dotted paths of fields it did not know.
+pub fn parse(path: &Path, text: &str) -> Result<(RawConfig, BTreeSet<String>), Error> {
+    let mut unknown = BTreeSet::new();
+    let mut note = |p: serde_ignored::Path<'_>| {
+        unknown.insert(p.to_string());
+    };
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let raw = if is_toml {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+            .map_err(|e| field_error(path, e.path(), e.inner()))?
+    } else {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut de, &mut note))
+                .map_err(|e| field_error(path, e.path(), e.inner()))?;
+        de.end().map_err(|e| Error::config(path, "", e))?;
+        raw
+    };
+    Ok((raw, unknown))
+}
+
+fn field_error(path: &Path, at: &serde_path_to_error::Path, e: &dyn std::fmt::Display) -> Error {
+    let field = at.to_string();
+    let field = if field == "." { String::new() } else { field };
+    Error::config(path, &field, e)
+}
+
+/// A setting that must be >= 0; 0 means `default`.
+fn non_negative(file: &Path, field: &str, value: i64, default: u64) -> Result<u64, Error> {
+    match u64::try_from(value) {
+        Ok(0) => Ok(default),
+        Ok(v) => Ok(v),
+        Err(_) => Err(Error::config(
+            file,
+            field,
+            format!("must be >= 0, got {value}"),
+        )),
+    }
+}
+
+fn port(file: &Path, field: &str, value: i64) -> Result<u16, Error> {
+    u16::try_from(value)
+        .map_err(|_| Error::config(file, field, format!("not a port number: {value}")))
+}
+
+fn ip(file: &Path, field: &str, value: &str) -> Result<IpAddr, Error> {
+    if value.is_empty() {
+        return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+    value
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| Error::config(file, field, format!("not an IP address: {value:?}")))
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+impl RawConfig {
+    /// Turns the raw file into typed settings, applying Tyk's defaults.
+    pub fn validate(self, file: &Path) -> Result<Config, Error> {
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &str| {
+            if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                dir.join(p)
+            }
+        };
+        let address = ip(file, "listen_address", &self.listen_address)?;
+        let listen_port = match self.listen_port {
+            Some(p) => port(file, "listen_port", p)?,
+            None => {
+                warn!("{}: no listen_port, using 8080", file.display());
+                8080
+            }
+        };
+        let control = port(file, "control_api_port", self.control_api_port)?;
+        let control_listen = (control != 0).then(|| SocketAddr::new(address, control));
+        let app_path = match &self.app_path {
+            Some(p) if !p.is_empty() => resolve(p),
+            _ => {
+                warn!("{}: no app_path, using apps/", file.display());
+                dir.join("apps")
+            }
+        };
+        self.check_storage(file)?;
+        let store_path = resolve(if self.storage.path.is_empty() {
+            "data"
+        } else {
+            &self.storage.path
+        });
+        self.check_hashing(file)?;
+        if self.use_db_app_configs {
+            return Err(Error::config(
+                file,
+                "use_db_app_configs",
+                "must be false: Gatehouse reads apps from app_path",
+            ));
+        }
+        let opts = &self.http_server_options;
+        let proxy_timeout = if self.proxy_default_timeout > 0.0 {
+            Duration::try_from_secs_f64(self.proxy_default_timeout)
+                .map_err(|e| Error::config(file, "proxy_default_timeout", e))?
+        } else {
+            secs(30)
+        };
+        let rate_limit_headers = match self.rate_limit_response_headers.as_str() {
+            "" | "quotas" => RateLimitHeaders::Quotas,
+            "rate_limits" => RateLimitHeaders::RateLimits,
+            other => {
+                return Err(Error::config(
+                    file,
+                    "rate_limit_response_headers",
+                    format!("expected \"quotas\" or \"rate_limits\", got {other:?}"),
+                ));
+            }
+        };
+        let echo_upstream = match &self.echo_upstream {
+            Some(e) => Some(SocketAddr::new(
+                ip(file, "echo_upstream.listen_address", &e.listen_address)?,
+                port(file, "echo_upstream.listen_port", e.listen_port)?,
+            )),
+            None => None,
+        };
+        let health = match self.health_check_endpoint_name.trim_matches('/') {
+            "" => "hello".to_string(),
+            name => name.to_string(),
+        };
+        let server = self.server_config(file)?;
+        let g = &self.gatehouse;
+        Ok(Config {
+            file: file.to_path_buf(),
+            listen: SocketAddr::new(address, listen_port),
+            control_listen,
+            secret: self.secret.clone(),
+            app_path,
+            store_path,
+            hash_keys: self.hash_keys,
+            hash_key_function: self.hash_key_function.clone(),
+            enable_hashed_keys_listing: self.enable_hashed_keys_listing,
+            disable_key_actions_by_username: self.disable_key_actions_by_username,
+            hash_key_function_fallback: self.hash_key_function_fallback.clone(),
+            min_token_length: usize::try_from(non_negative(
+                file,
+                "min_token_length",
+                self.min_token_length,
+                3,
+            )?)
+            .unwrap_or(usize::MAX),
+            allow_master_keys: self.allow_master_keys,
+            proxy_timeout,
+            connect_timeout: secs(non_negative(
+                file,
+                "gatehouse.connect_timeout_secs",
+                g.connect_timeout_secs,
+                5,
+            )?),
+            enable_strict_routes: opts.enable_strict_routes,
+            max_request_body_size: non_negative(
+                file,
+                "http_server_options.max_request_body_size",
+                opts.max_request_body_size,
+                0,
+            )?,
+            admin_max_body: non_negative(
+                file,
+                "gatehouse.admin_max_body",
+                g.admin_max_body,
+                1024 * 1024,
+            )?,
+            rate_limit_headers,
+            health_check_path: format!("/{health}"),
+            reload_interval: secs(non_negative(
+                file,
+                "reload_interval",
+                self.reload_interval,
+                1,
+            )?),
+            hide_generator_header: self.hide_generator_header,
+            quota_persist_interval: Duration::from_millis(non_negative(
+                file,
+                "quota_persist_interval",
+                self.quota_persist_interval.unwrap_or(0),
+                1000,
+            )?),
+            echo_upstream,
+            server,
+        })
+    }
+
+    fn check_storage(&self, file: &Path) -> Result<(), Error> {
+        match self.storage.kind.as_str() {
+            "" | "sled" => Ok(()),
+            "redis" => {
+                warn!(
+                    "{}: storage.type is \"redis\"; Gatehouse uses its embedded store instead",
+                    file.display()
+                );
+                Ok(())
+            }
+            other => Err(Error::config(
+                file,
+                "storage.type",
+                format!("expected \"sled\" or \"redis\", got {other:?}"),
+            )),
+        }
+    }
+
+    fn check_hashing(&self, file: &Path) -> Result<(), Error> {
+        let f = &self.hash_key_function;
+        if !f.is_empty() && HashAlg::parse(f).is_none() {
+            warn!(
+                "{}: hash_key_function {f:?} is unknown; new keys will name murmur64",
+                file.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn server_config(&self, file: &Path) -> Result<ServerConfig, Error> {
+        let g = &self.gatehouse;
+        let size = |field: &str, v: i64, d: u64| -> Result<usize, Error> {
+            let n = non_negative(file, &format!("gatehouse.{field}"), v, d)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        let limits = Limits {
+            max_request_line: size("max_request_line", g.max_request_line, 8 * 1024)?,
+            max_header_line: size("max_header_line", g.max_header_line, 8 * 1024)?,
+            max_head: size("max_head", g.max_head, 64 * 1024)?,
+            max_headers: size("max_headers", g.max_headers, 100)?,
+            max_chunk_ext: size("max_chunk_ext", g.max_chunk_ext, 4 * 1024)?,
+        };
+        let opts = &self.http_server_options;
+        Ok(ServerConfig {
+            workers: size("workers", g.workers, 32)?,
+            max_connections: size("max_connections", g.max_connections, 0)?,
+            limits,
+            head_timeout: secs(non_negative(
+                file,
+                "gatehouse.head_timeout_secs",
+                g.head_timeout_secs,
+                10,
+            )?),
+            idle_timeout: secs(non_negative(
+                file,
+                "gatehouse.idle_timeout_secs",
+                g.idle_timeout_secs,
+                75,
+            )?),
+            body_timeout: secs(non_negative(
+                file,
+                "gatehouse.body_timeout_secs",
+                g.body_timeout_secs,
+                30,
+            )?),
+            write_timeout: secs(non_negative(
+                file,
+                "http_server_options.write_timeout",
+                opts.write_timeout,
+                120,
+            )?),
+            max_pipelined: size("max_pipelined", g.max_pipelined, 8)?,
+            close_connections: self.close_connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(name: &str, text: &str) -> Result<(Config, BTreeSet<String>), Error> {
+        let path = Path::new("/etc/gw").join(name);
+        let (raw, unknown) = parse(&path, text)?;
+        Ok((raw.validate(&path)?, unknown))
+    }
+
+    #[test]
+    fn empty_object_takes_defaults() {
+        let (c, _) = load_str("tyk.conf", "{}").unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.app_path, Path::new("/etc/gw/apps"));
+        assert_eq!(c.store_path, Path::new("/etc/gw/data"));
+        assert_eq!(c.min_token_length, 3);
+        assert_eq!(c.proxy_timeout, Duration::from_secs(30));
+        assert_eq!(c.health_check_path, "/hello");
+        assert_eq!(c.rate_limit_headers, RateLimitHeaders::Quotas);
+        assert!(c.admin_loopback_only());
+        assert_eq!(c.server.limits, Limits::default());
+    }
+
+    #[test]
+    fn explicit_port_zero_is_kept_for_ephemeral_listeners() {
+        let (c, _) = load_str("tyk.conf", r#"{"listen_port": 0}"#).unwrap();
+        assert_eq!(c.listen.port(), 0);
+    }
+
+    #[test]
+    fn unknown_fields_are_collected_not_errors() {
+        let (_, unknown) = load_str(
+            "tyk.conf",
+            r#"{"enable_analytics": true, "storage": {"type": "redis", "host": "r"}}"#,
+        )
+        .unwrap();
+        assert!(unknown.contains("enable_analytics"));
+        assert!(unknown.contains("storage.host"));
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let err = load_str(
+            "tyk.conf",
+            r#"{"http_server_options": {"read_timeout": "x"}}"#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("http_server_options.read_timeout"), "{text}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_field() {
+        let err = load_str("tyk.conf", r#"{"listen_address": "nope"}"#).unwrap_err();
+        assert!(err.to_string().contains("`listen_address`"));
+    }
+
+    #[test]
+    fn toml_uses_the_same_names() {
+        let (c, _) = load_str(
+            "tyk.toml",
+            "listen_port = 9000\nsecret = \"s\"\n[storage]\npath = \"db\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.secret, "s");
+        assert_eq!(c.store_path, Path::new("/etc/gw/db"));
+    }
+
+    #[test]
+    fn tyk_example_conf_loads() {
+        let text = include_str!("../tests/data/tyk.conf.example");
+        let (c, unknown) = load_str("tyk.conf", text).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.hash_keys);
+        assert!(unknown.contains("dns_cache"));
+    }
+}

@@ -1,0 +1,49 @@
+//! The built-in echo upstream (httpbin-style): answers any request with its
+//! method, path, query, headers and body as JSON, so the sample APIs work
+//! on a machine with no network. On when tyk.conf has an `echo_upstream`
+//! block. It is an upstream like any other: it never sees gateway state.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde_json::{Value, json};
+
+use crate::http::message::query_pairs;
+use crate::http::{Request, Response};
+use crate::server::Handler;
+
+/// Largest body echoed back; the rest is counted, not kept.
+const MAX_ECHO: u64 = 1024 * 1024;
+
+pub struct Echo;
+
+impl Handler for Echo {
+    fn handle(&self, req: Request, body: &mut dyn Read) -> Response {
+        let mut kept = Vec::new();
+        if body.take(MAX_ECHO).read_to_end(&mut kept).is_err() {
+            return Response::text(400, "bad body").with_close();
+        }
+        let rest = std::io::copy(body, &mut std::io::sink()).unwrap_or(0);
+        let mut headers = BTreeMap::new();
+        for (name, value) in req.headers.iter() {
+            headers.insert(
+                name.to_string(),
+                Value::from(String::from_utf8_lossy(value).into_owned()),
+            );
+        }
+        let args: BTreeMap<String, String> = query_pairs(&req.query).collect();
+        let reply = json!({
+            "method": req.method,
+            "path": req.path,
+            "query": req.query,
+            "args": args,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&kept),
+            "body_bytes": kept.len() as u64 + rest,
+            "origin": req.peer.ip().to_string(),
+        });
+        let mut text = serde_json::to_vec_pretty(&reply).unwrap_or_default();
+        text.push(b'\n');
+        Response::bytes(200, "application/json", text)
+    }
+}

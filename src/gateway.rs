@@ -1,0 +1,155 @@
+//! The running gateway's shared state: configuration, store, sessions, the
+//! current API registry snapshot and the upstream pool, plus the reload
+//! queue that swaps registry snapshots (CONTRACT §1.7). Passed around as
+//! `Arc<Gateway>`; there are no globals.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::registry::Registry;
+use crate::sessions::Sessions;
+use crate::store::{SledStore, Store};
+use crate::upstream::Upstream;
+
+pub struct Gateway {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub upstream: Arc<Upstream>,
+    registry: RwLock<Arc<Registry>>,
+    reloads: ReloadQueue,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+impl Gateway {
+    /// Opens the store, loads sessions and APIs.
+    pub fn open(config: Config) -> Result<Arc<Gateway>, Error> {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path)?);
+        let sessions = Sessions::load(store.clone())?;
+        info!(
+            "store {}: {} keys",
+            config.store_path.display(),
+            sessions.len()
+        );
+        let registry = Registry::load_dir(&config.app_path, config.enable_strict_routes);
+        info!(
+            "apis: {} loaded from {}",
+            registry.len(),
+            config.app_path.display()
+        );
+        let upstream = Upstream::new(
+            config.connect_timeout,
+            config.proxy_timeout,
+            config.server.limits.clone(),
+        );
+        Ok(Arc::new(Gateway {
+            store,
+            sessions,
+            upstream: Arc::new(upstream),
+            registry: RwLock::new(Arc::new(registry)),
+            reloads: ReloadQueue::default(),
+            config,
+        }))
+    }
+
+    /// The current API set. A request keeps the snapshot it started with.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads `app_path` and swaps the API set in one step.
+    pub fn reload_now(&self) {
+        let fresh = Registry::load_dir(&self.config.app_path, self.config.enable_strict_routes);
+        let current = self.registry();
+        if fresh.is_empty() && current.is_empty() {
+            return;
+        }
+        info!("reload: {} APIs loaded", fresh.len());
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+    }
+
+    /// Queues a reload; with `wait`, returns once it has run.
+    pub fn request_reload(&self, wait: bool) {
+        let ticket = self.reloads.request();
+        if wait {
+            self.reloads.wait_for(ticket);
+        }
+    }
+
+    /// Runs queued reloads, at most one per `reload_interval`, until `stop`.
+    pub fn spawn_reloader(self: &Arc<Self>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+        let gw = self.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Some(ticket) = gw.reloads.next(Duration::from_millis(200)) else {
+                    continue;
+                };
+                gw.reload_now();
+                gw.reloads.done(ticket);
+                thread::sleep(gw.config.reload_interval);
+            }
+        })
+    }
+
+    /// Flushes the store; called on shutdown.
+    pub fn flush(&self) {
+        if let Err(e) = self.store.flush() {
+            warn!("store: final flush failed: {e}");
+        }
+    }
+}
+
+/// Reload requests as tickets: `requested` counts requests, `done` the
+/// highest ticket a finished reload covered.
+#[derive(Default)]
+struct ReloadQueue {
+    state: Mutex<(u64, u64)>,
+    changed: Condvar,
+}
+
+impl ReloadQueue {
+    fn request(&self) -> u64 {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 += 1;
+        self.changed.notify_all();
+        s.0
+    }
+
+    /// The newest pending ticket, waiting up to `timeout` for one.
+    fn next(&self, timeout: Duration) -> Option<u64> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| s.0 <= s.1)
+            .unwrap_or_else(|e| e.into_inner());
+        (s.0 > s.1).then_some(s.0)
+    }
+
+    fn done(&self, ticket: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = s.1.max(ticket);
+        self.changed.notify_all();
+    }
+
+    fn wait_for(&self, ticket: u64) {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.changed.wait_while(s, |s| s.1 < ticket));
+    }
+}

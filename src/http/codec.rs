@@ -1,0 +1,718 @@
+//! HTTP/1.1 message heads, both directions, strictly per RFC 9112: parsing
+//! request heads (downstream) and response heads (upstream) with `httparse`,
+//! the framing decision for the body, and encoding heads we send. Bodies and
+//! buffering live in `body`; nothing outside `http/` parses HTTP.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::message::{Framing, Headers, Request, Version, reason, split_target};
+
+/// Size limits on a head. Each is a setting (`gatehouse.limits` in tyk.conf).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, bytes (414 past it).
+    pub max_request_line: usize,
+    /// Longest header line, bytes (431 past it).
+    pub max_header_line: usize,
+    /// Largest whole head, bytes (431 past it).
+    pub max_head: usize,
+    /// Most header fields (431 past it).
+    pub max_headers: usize,
+    /// Longest chunk extension, bytes (400 past it).
+    pub max_chunk_ext: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_line: 8 * 1024,
+            max_head: 64 * 1024,
+            max_headers: 100,
+            max_chunk_ext: 4 * 1024,
+        }
+    }
+}
+
+/// Why a head was refused. Each maps to one status; the connection closes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// The request line is longer than allowed (414).
+    UriTooLong,
+    /// A header line, the whole head or the field count is over its limit (431).
+    HeadersTooLarge,
+    /// The head breaks the grammar or the framing rules (400).
+    Malformed(&'static str),
+    /// A well-formed request line with a version other than 1.0 or 1.1 (505).
+    Version,
+    /// A transfer coding we do not implement (501).
+    UnknownCoding,
+}
+
+impl HeadError {
+    /// The status a client gets for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::UriTooLong => 414,
+            HeadError::HeadersTooLarge => 431,
+            HeadError::Malformed(_) => 400,
+            HeadError::Version => 505,
+            HeadError::UnknownCoding => 501,
+        }
+    }
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::UriTooLong => write!(f, "request line too long"),
+            HeadError::HeadersTooLarge => write!(f, "header section too large"),
+            HeadError::Malformed(why) => write!(f, "malformed head: {why}"),
+            HeadError::Version => write!(f, "unsupported HTTP version"),
+            HeadError::UnknownCoding => write!(f, "unknown transfer coding"),
+        }
+    }
+}
+
+/// A parsed request head and what it says about the connection.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub request: Request,
+    /// The client wants the connection kept open after the response.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+}
+
+/// A parsed upstream response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub version: Version,
+    pub headers: Headers,
+    pub framing: Framing,
+    /// The upstream connection may be reused after the body.
+    pub keep_alive: bool,
+}
+
+/// Length of leading empty lines (RFC 9112 §2.2 lets a server skip them).
+pub fn leading_blank(buf: &[u8]) -> usize {
+    let mut i = 0;
+    while buf[i..].starts_with(b"\r\n") {
+        i += 2;
+    }
+    i
+}
+
+/// Index just past the blank line ending the head, if the head is complete.
+/// Bare-LF endings count here so that `parse_*` can refuse them.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr(b'\n', &buf[from..]) {
+        let at = from + i;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => from = at + 1,
+        }
+    }
+    None
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// True when `buf` holds enough to answer: a whole head, or proof that the
+/// head is over a limit. The waiting room hands the connection to a worker then.
+pub fn head_ready(buf: &[u8], limits: &Limits) -> bool {
+    let buf = &buf[leading_blank(buf)..];
+    if head_end(buf).is_some() || buf.len() >= limits.max_head {
+        return true;
+    }
+    let line_limit = limits.max_request_line.max(limits.max_header_line);
+    let last_line = buf.rsplit(|&b| b == b'\n').next().unwrap_or(buf);
+    last_line.len() > line_limit
+}
+
+/// Checks the raw head bytes: only CRLF line ends, no control bytes, no
+/// obs-fold, every line within its limit.
+fn scan_lines(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadError> {
+    for (i, &b) in head.iter().enumerate() {
+        let bad = match b {
+            b'\n' => i == 0 || head[i - 1] != b'\r',
+            b'\r' => head.get(i + 1) != Some(&b'\n'),
+            b'\t' => false,
+            0..=0x1f | 0x7f => true,
+            _ => false,
+        };
+        if bad {
+            return Err(HeadError::Malformed("bare CR, bare LF or control byte"));
+        }
+    }
+    let mut lines = head.split(|&b| b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    if request && first.len() > limits.max_request_line {
+        return Err(HeadError::UriTooLong);
+    }
+    for line in lines {
+        if line.len() > limits.max_header_line {
+            return Err(HeadError::HeadersTooLarge);
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return Err(HeadError::Malformed("obs-fold line"));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes a head may take, or the error for a buffer that outgrew them.
+fn complete_head(buf: &[u8], limits: &Limits, request: bool) -> Result<Option<usize>, HeadError> {
+    match head_end(buf) {
+        Some(end) if end > limits.max_head => Err(HeadError::HeadersTooLarge),
+        Some(end) => {
+            scan_lines(&buf[..end], limits, request)?;
+            Ok(Some(end))
+        }
+        None if buf.len() >= limits.max_head => {
+            scan_lines(buf, limits, request)?;
+            Err(HeadError::HeadersTooLarge)
+        }
+        None => {
+            let first_line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+            if request && !buf.contains(&b'\n') && first_line.len() > limits.max_request_line {
+                return Err(HeadError::UriTooLong);
+            }
+            let last = buf.rsplit(|&b| b == b'\n').next().unwrap_or(buf);
+            if buf.contains(&b'\n') && last.len() > limits.max_header_line {
+                return Err(HeadError::HeadersTooLarge);
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Parses a request head at the start of `buf` (after any blank lines the
+/// caller skipped). `Ok(None)`: not complete yet. On success also returns the
+/// number of bytes the head took.
+pub fn parse_request(
+    buf: &[u8],
+    limits: &Limits,
+    peer: SocketAddr,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let Some(end) = complete_head(buf, limits, true)? else {
+        return Ok(None);
+    };
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(&buf[..end])),
+        Err(_) => return Err(HeadError::Malformed("request line or header syntax")),
+    }
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(HeadError::Version),
+    };
+    let method = req.method.unwrap_or_default().to_string();
+    let target = req.path.unwrap_or_default();
+    let (path, query) = origin_form(target, &method)?;
+    let headers = collect_headers(req.headers);
+    let fields = FieldSummary::read(&headers)?;
+    if fields.hosts > 1 || (fields.hosts == 0 && version == Version::Http11) {
+        return Err(HeadError::Malformed("exactly one Host is required"));
+    }
+    if fields.chunked && version == Version::Http10 {
+        return Err(HeadError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
+    }
+    let framing = fields.framing(Framing::None);
+    let keep_alive = match version {
+        Version::Http11 => !fields.close,
+        Version::Http10 => fields.keep_alive && !fields.close,
+    };
+    let request = Request {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        version,
+        headers,
+        framing,
+        peer,
+    };
+    let expect_continue = fields.expect_continue && version == Version::Http11;
+    let head = RequestHead {
+        request,
+        keep_alive,
+        expect_continue,
+    };
+    Ok(Some((head, end)))
+}
+
+/// 505 for `METHOD SP target SP HTTP/d.d`, 400 for anything else.
+fn version_error(head: &[u8]) -> HeadError {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let well_formed = parts.len() == 3
+        && parts[2].len() == 8
+        && parts[2].starts_with(b"HTTP/")
+        && parts[2][5].is_ascii_digit()
+        && parts[2][6] == b'.'
+        && parts[2][7].is_ascii_digit();
+    if well_formed {
+        HeadError::Version
+    } else {
+        HeadError::Malformed("request line")
+    }
+}
+
+/// The path and query of a request target in origin, absolute or asterisk form.
+fn origin_form<'a>(target: &'a str, method: &str) -> Result<(&'a str, &'a str), HeadError> {
+    if target.starts_with('/') {
+        return Ok(split_target(target));
+    }
+    if target == "*" && method == "OPTIONS" {
+        return Ok(("*", ""));
+    }
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &target[7..]
+    } else if lower.starts_with("https://") {
+        &target[8..]
+    } else {
+        return Err(HeadError::Malformed("request target"));
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Ok(split_target(&rest[i..])),
+        _ => Err(HeadError::Malformed("absolute-form target without a path")),
+    }
+}
+
+fn collect_headers(raw: &[httparse::Header<'_>]) -> Headers {
+    let mut headers = Headers::with_capacity(raw.len());
+    for h in raw {
+        headers.append(h.name, h.value);
+    }
+    headers
+}
+
+/// What the framing-related fields of a head say, checked once.
+#[derive(Default)]
+struct FieldSummary {
+    hosts: usize,
+    length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Transfer codings that exist but that we do not decode.
+const KNOWN_CODINGS: &[&str] = &[
+    "gzip",
+    "x-gzip",
+    "deflate",
+    "compress",
+    "x-compress",
+    "identity",
+];
+
+impl FieldSummary {
+    fn read(headers: &Headers) -> Result<FieldSummary, HeadError> {
+        let mut s = FieldSummary::default();
+        let mut lengths = 0;
+        let mut codings: Vec<String> = Vec::new();
+        for (name, value) in headers.iter() {
+            if name.eq_ignore_ascii_case("host") {
+                s.hosts += 1;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+                s.length = Some(parse_length(value)?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                codings.extend(list_tokens(value));
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in list_tokens(value) {
+                    s.close |= token == "close";
+                    s.keep_alive |= token == "keep-alive";
+                }
+            } else if name.eq_ignore_ascii_case("expect") {
+                s.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        if lengths > 1 {
+            return Err(HeadError::Malformed("more than one Content-Length"));
+        }
+        if !codings.is_empty() || headers.contains("transfer-encoding") {
+            s.chunked = check_codings(&codings)?;
+            if s.length.is_some() {
+                return Err(HeadError::Malformed(
+                    "Content-Length with Transfer-Encoding",
+                ));
+            }
+        }
+        Ok(s)
+    }
+
+    fn framing(&self, absent: Framing) -> Framing {
+        match (self.chunked, self.length) {
+            (true, _) => Framing::Chunked,
+            (false, Some(0)) if absent == Framing::None => Framing::None,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => absent,
+        }
+    }
+}
+
+/// Only exactly `chunked` is accepted; unknown codings are 501.
+fn check_codings(codings: &[String]) -> Result<bool, HeadError> {
+    if codings.iter().any(String::is_empty) {
+        return Err(HeadError::Malformed("empty transfer coding"));
+    }
+    let unknown = codings
+        .iter()
+        .any(|c| c != "chunked" && !KNOWN_CODINGS.contains(&c.as_str()));
+    if unknown {
+        return Err(HeadError::UnknownCoding);
+    }
+    if codings.len() != 1 || codings[0] != "chunked" {
+        return Err(HeadError::Malformed("Transfer-Encoding other than chunked"));
+    }
+    Ok(true)
+}
+
+/// A Content-Length value: 1 to 19 ASCII digits, nothing else.
+fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
+    let ok = !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit);
+    if !ok {
+        return Err(HeadError::Malformed("Content-Length is not plain digits"));
+    }
+    let text = std::str::from_utf8(value).map_err(|_| HeadError::Malformed("Content-Length"))?;
+    text.parse()
+        .map_err(|_| HeadError::Malformed("Content-Length out of range"))
+}
+
+/// Comma-separated tokens of a list header, lowercased; empty elements kept
+/// as empty strings so that `chunked,,` is refused.
+fn list_tokens(value: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(value)
+        .split(',')
+        .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase())
+        .collect()
+}
+
+/// Parses an upstream response head. 1xx heads are skipped by the caller
+/// (`status < 200`); `head_request` marks a response to HEAD (no body).
+pub fn parse_response(
+    buf: &[u8],
+    limits: &Limits,
+    head_request: bool,
+) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    let Some(end) = complete_head(buf, limits, false)? else {
+        return Ok(None);
+    };
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut res = httparse::Response::new(&mut slots);
+    match res.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
+        Err(_) => return Err(HeadError::Malformed("status line or header syntax")),
+    }
+    let version = if res.version == Some(0) {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let status = res.code.unwrap_or_default();
+    let headers = collect_headers(res.headers);
+    let fields = response_fields(&headers)?;
+    let no_body = head_request || status < 200 || status == 204 || status == 304;
+    let framing = if no_body {
+        Framing::None
+    } else {
+        fields.framing(Framing::UntilClose)
+    };
+    let keep_alive = framing != Framing::UntilClose
+        && match version {
+            Version::Http11 => !fields.close,
+            Version::Http10 => fields.keep_alive && !fields.close,
+        };
+    let head = ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    };
+    Ok(Some((head, end)))
+}
+
+/// Response framing fields. Repeated identical Content-Length values are
+/// tolerated from upstreams (RFC 9110 §8.6); differing ones are not.
+fn response_fields(headers: &Headers) -> Result<FieldSummary, HeadError> {
+    let lengths: Vec<&[u8]> = headers.get_all("content-length").collect();
+    if lengths.len() > 1 && lengths.iter().any(|l| *l != lengths[0]) {
+        return Err(HeadError::Malformed("conflicting Content-Length"));
+    }
+    let mut single = headers.clone();
+    if lengths.len() > 1 {
+        let first = lengths[0].to_vec();
+        single.set("Content-Length", first);
+    }
+    FieldSummary::read(&single)
+}
+
+/// Encodes a response head. `framing` decides the length headers; any
+/// framing or `Connection` fields in `headers` are dropped in favour of ours.
+pub fn encode_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &Headers,
+    framing: Framing,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa(u64::from(status)).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    encode_fields(out, headers, framing);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Encodes a request head for an upstream.
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    headers: &Headers,
+    framing: Framing,
+) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    encode_fields(out, headers, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_fields(out: &mut Vec<u8>, headers: &Headers, framing: Framing) {
+    for (name, value) in headers.iter() {
+        if is_framing_field(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+}
+
+fn is_framing_field(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "connection"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    fn parse(raw: &str) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        parse_request(raw.as_bytes(), &Limits::default(), peer())
+    }
+
+    fn status_of(raw: &str) -> u16 {
+        match parse(raw) {
+            Err(e) => e.status(),
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn simple_get_parses() {
+        let (head, used) = parse("GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, "GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n".len());
+        assert_eq!(head.request.path, "/a/b");
+        assert_eq!(head.request.query, "x=1");
+        assert_eq!(head.request.framing, Framing::None);
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn partial_head_waits() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn smuggling_variants_are_400() {
+        let cases = [
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x3\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: \r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 12345678901234567890\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\nHost: h\n\n",
+            "GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nBad Name: v\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1 extra\r\nHost: h\r\n\r\n",
+            "GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for case in cases {
+            assert_eq!(status_of(case), 400, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_coding_is_501() {
+        let raw = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: foo, chunked\r\n\r\n";
+        assert_eq!(status_of(raw), 501);
+    }
+
+    #[test]
+    fn other_versions_are_505() {
+        assert_eq!(status_of("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
+        assert_eq!(status_of("GET / HTTP/0.9\r\nHost: h\r\n\r\n"), 505);
+        assert_eq!(status_of("GET / FOO/1.1\r\nHost: h\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn http10_needs_no_host_and_closes() {
+        let (head, _) = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!head.keep_alive);
+        let (head, _) = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status_of(&long_target), 414);
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
+        assert_eq!(status_of(&long_header), 431);
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status_of(&format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n")),
+            431
+        );
+        let partial_long = format!("GET /{}", "a".repeat(9000));
+        assert_eq!(status_of(&partial_long), 414);
+    }
+
+    #[test]
+    fn chunked_and_length_framing() {
+        let (h, _) = parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.request.framing, Framing::Chunked);
+        let (h, _) = parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.request.framing, Framing::Length(12));
+    }
+
+    #[test]
+    fn absolute_form_keeps_path() {
+        let (h, _) = parse("GET http://x.test/p?q=1 HTTP/1.1\r\nHost: x.test\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.request.path.as_str(), h.request.query.as_str()),
+            ("/p", "q=1")
+        );
+    }
+
+    #[test]
+    fn head_ready_detects_complete_and_oversized() {
+        let l = Limits::default();
+        assert!(head_ready(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &l));
+        assert!(!head_ready(b"GET / HTTP/1.1\r\nHost: h\r\n", &l));
+        assert!(head_ready("a".repeat(9000).as_bytes(), &l));
+    }
+
+    #[test]
+    fn response_framing() {
+        let l = Limits::default();
+        let parse =
+            |raw: &str, head: bool| parse_response(raw.as_bytes(), &l, head).unwrap().unwrap().0;
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing,
+            Framing::None
+        );
+        let close = parse("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(
+            (close.framing, close.keep_alive),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            Framing::None
+        );
+        let bad = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            &l,
+            false,
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn encoded_head_replaces_framing_fields() {
+        let mut h = Headers::new();
+        h.append("Content-Length", "99");
+        h.append("X-A", "b");
+        let mut out = Vec::new();
+        encode_response_head(&mut out, 200, &h, Framing::Length(2), true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

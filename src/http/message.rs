@@ -1,0 +1,249 @@
+//! Plain request and response values: what the rest of the gateway works on
+//! once `codec` has turned bytes into a head. Nothing here reads or writes a
+//! socket; bodies are either bytes in memory or a source the server streams.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+/// HTTP version of a message; only the two HTTP/1.x versions exist here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: close by default.
+    Http10,
+    /// HTTP/1.1: keep-alive by default.
+    Http11,
+}
+
+/// An ordered header list. Names keep the sender's spelling and compare
+/// case-insensitively; values are bytes (obs-text is legal on the wire).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    pub fn new() -> Headers {
+        Headers(Vec::new())
+    }
+
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers(Vec::with_capacity(n))
+    }
+
+    /// The first value of `name` as bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of `name`, if it is UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Appends a field, keeping any existing one of the same name.
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// Replaces every field of `name` with one.
+    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+        self.remove(name);
+        self.0.push((name.to_string(), value.into()));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        self.0.retain(|(n, v)| keep(n, v));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How a message body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the peer closes (responses only).
+    UntilClose,
+}
+
+/// A parsed request head plus where it came from. The body is read
+/// separately, through the reader the server hands to the handler.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path part of the request target, as sent (not decoded).
+    pub path: String,
+    /// The query string without `?`, as sent; empty when absent.
+    pub query: String,
+    pub version: Version,
+    pub headers: Headers,
+    pub framing: Framing,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// A request for tests and internal calls, like rouille's `fake_http`.
+    pub fn fake(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
+        let (path, query) = split_target(target);
+        let mut h = Headers::new();
+        for (n, v) in headers {
+            h.append(*n, v.as_bytes());
+        }
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            version: Version::Http11,
+            headers: h,
+            framing: Framing::None,
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        }
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_pairs(&self.query)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Splits a request target into path and query (without `?`).
+pub fn split_target(target: &str) -> (&str, &str) {
+    match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    }
+}
+
+/// Decoded `name=value` pairs of a query string, in order (`+` is a space).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+/// A body the server streams to the client: an upstream response, say.
+pub trait BodySource: Send {
+    /// Copies the whole body into `out`, which frames it. An error means the
+    /// body is incomplete and the connection must close.
+    fn copy_to(&mut self, out: &mut dyn Write) -> io::Result<u64>;
+}
+
+/// A response body.
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    /// Streamed; `len` is known when the source declared it.
+    Stream {
+        len: Option<u64>,
+        source: Box<dyn BodySource>,
+    },
+}
+
+/// A response as handlers build it; the server adds framing headers.
+pub struct Response {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Body,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Headers::new(),
+            body: Body::Empty,
+            close: false,
+        }
+    }
+
+    pub fn bytes(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        let mut r = Response::new(status);
+        r.headers.set("Content-Type", content_type);
+        r.body = Body::Bytes(body.into());
+        r
+    }
+
+    pub fn text(status: u16, body: &str) -> Response {
+        Response::bytes(status, "text/plain; charset=utf-8", body)
+    }
+
+    pub fn with_close(mut self) -> Response {
+        self.close = true;
+        self
+    }
+
+    /// The body as bytes, for tests and small bodies; a stream reads as empty.
+    pub fn body_bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Bytes(b) => b,
+            _ => &[],
+        }
+    }
+}
+
+/// The standard reason phrase for a status we send.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        499 => "Client Closed Request",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}

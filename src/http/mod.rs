@@ -1,0 +1,11 @@
+//! Our HTTP/1.1: the only place that parses or frames HTTP. `codec` reads and
+//! writes heads, `body` reads and writes bodies over a buffered `Wire`, and
+//! `message` holds the plain values everything else works on.
+
+pub mod body;
+pub mod codec;
+pub mod message;
+
+pub use body::{BodyReader, ChunkedWriter, Wire, copy_body};
+pub use codec::{HeadError, Limits};
+pub use message::{Body, BodySource, Framing, Headers, Request, Response, Version};

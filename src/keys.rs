@@ -1,0 +1,100 @@
+//! From the id a client or an admin gives to the session stored for it
+//! (CONTRACT §1.4, §2.2–2.3): which candidate ids to try for an org, and
+//! the stored id of each (raw, or hashed with `hash_keys`). Storage is
+//! `sessions`; the hash functions are `keyid`.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::keyid::{hash_str, token, token_org};
+use crate::session::Session;
+use crate::sessions::Sessions;
+
+/// A key that was found.
+pub struct Found {
+    /// The key id that matched (what the client sent, or its org form).
+    pub key_id: String,
+    /// The id it is stored under (`apikey-<stored_id>`).
+    pub stored_id: String,
+    pub session: Arc<Session>,
+}
+
+/// The id a key id is stored under.
+pub fn stored_id(cfg: &Config, key_id: &str) -> String {
+    if cfg.hash_keys {
+        hash_str(key_id)
+    } else {
+        key_id.to_string()
+    }
+}
+
+/// Key ids to try for `id` in `org`, first match wins.
+pub fn candidates(cfg: &Config, id: &str, org: &str) -> Vec<String> {
+    if token_org(id) == org {
+        return vec![id.to_string()];
+    }
+    let mut out = Vec::with_capacity(2 + cfg.hash_key_function_fallback.len());
+    if !cfg.disable_key_actions_by_username {
+        out.push(token(org, id, &cfg.hash_key_function));
+    }
+    out.push(id.to_string());
+    for alg in &cfg.hash_key_function_fallback {
+        out.push(token(org, id, alg));
+    }
+    out.dedup();
+    out
+}
+
+/// Finds the session for key id `id` in `org`.
+pub fn find(cfg: &Config, sessions: &Sessions, id: &str, org: &str) -> Option<Found> {
+    candidates(cfg, id, org).into_iter().find_map(|key_id| {
+        let stored_id = stored_id(cfg, &key_id);
+        let session = sessions.get(&stored_id)?;
+        Some(Found {
+            key_id,
+            stored_id,
+            session,
+        })
+    })
+}
+
+/// Finds a session by its stored id (`?hashed=` on the admin API).
+pub fn find_stored(sessions: &Sessions, stored_id: &str) -> Option<Found> {
+    sessions.get(stored_id).map(|session| Found {
+        key_id: stored_id.to_string(),
+        stored_id: stored_id.to_string(),
+        session,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use std::path::Path;
+
+    fn config(json: &str) -> Config {
+        let raw: RawConfig = serde_json::from_str(json).unwrap();
+        raw.validate(Path::new("/t/tyk.conf")).unwrap()
+    }
+
+    #[test]
+    fn legacy_candidates_try_org_form_then_raw() {
+        let c = config("{}");
+        assert_eq!(candidates(&c, "abc", "default"), vec!["defaultabc", "abc"]);
+        assert_eq!(candidates(&c, "abc", ""), vec!["abc"]);
+    }
+
+    #[test]
+    fn username_actions_can_be_disabled() {
+        let c = config(r#"{"disable_key_actions_by_username": true}"#);
+        assert_eq!(candidates(&c, "abc", "default"), vec!["abc"]);
+    }
+
+    #[test]
+    fn hashing_stores_under_the_hash() {
+        let c = config(r#"{"hash_keys": true}"#);
+        assert_eq!(stored_id(&c, "hello"), "ef13efcd");
+        assert_eq!(stored_id(&config("{}"), "hello"), "hello");
+    }
+}

@@ -1,0 +1,98 @@
+//! Gatehouse: a Tyk-compatible API gateway in one binary. See
+//! ARCHITECTURE.md for the map; `run` is the whole program after argument
+//! parsing.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod apidef;
+pub mod config;
+pub mod echo;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod keyid;
+pub mod keys;
+pub mod pipeline;
+pub mod proxy;
+pub mod registry;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod sessions;
+pub mod store;
+pub mod upstream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::router::Router;
+use crate::server::{Handler, Listener};
+
+/// Loads the config, opens the store, binds the listeners and serves until
+/// SIGTERM or SIGINT.
+pub fn run(conf: &Path) -> Result<(), Error> {
+    let config = Config::load(conf)?;
+    if config.admin_loopback_only() {
+        warn!(
+            "admin API: secret is empty or Tyk's published sample; /tyk/ answers loopback clients only. Set `secret` in {}",
+            conf.display()
+        );
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone())
+            .map_err(|e| Error::io("installing signal handlers", e))?;
+    }
+    let gw = Gateway::open(config)?;
+    let listeners = bind_all(&gw)?;
+    let reloader = gw.spawn_reloader(shutdown.clone());
+    let served = server::serve(gw.config.server.clone(), listeners, shutdown.clone());
+    info!("shutting down: flushing the store");
+    reloader.join().ok();
+    gw.flush();
+    served.map_err(|e| Error::io("server", e))
+}
+
+fn bind(
+    addr: std::net::SocketAddr,
+    handler: Arc<dyn Handler>,
+    what: &str,
+) -> Result<Listener, Error> {
+    let l = Listener::bind(addr, handler)
+        .map_err(|e| Error::io(format!("cannot listen on {addr} ({what})"), e))?;
+    info!("listening on {} ({what})", l.local_addr());
+    Ok(l)
+}
+
+fn bind_all(gw: &Arc<Gateway>) -> Result<Vec<Listener>, Error> {
+    let cfg = &gw.config;
+    let separate = cfg.control_listen.is_some();
+    let main = Router {
+        gw: gw.clone(),
+        admin: !separate,
+        proxy: true,
+    };
+    let mut out = vec![bind(
+        cfg.listen,
+        Arc::new(main),
+        if separate { "proxy" } else { "proxy and admin" },
+    )?];
+    if let Some(addr) = cfg.control_listen {
+        let admin = Router {
+            gw: gw.clone(),
+            admin: true,
+            proxy: false,
+        };
+        out.push(bind(addr, Arc::new(admin), "admin")?);
+    }
+    if let Some(addr) = cfg.echo_upstream {
+        out.push(bind(addr, Arc::new(echo::Echo), "echo upstream")?);
+    }
+    Ok(out)
+}

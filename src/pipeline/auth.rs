@@ -1,0 +1,116 @@
+//! Token auth (CONTRACT §3.4): reading the key from the header, query
+//! parameter or cookie the API names, and finding its session. Expiry and
+//! access rights are `access`'s.
+
+use crate::apidef::AuthSource;
+use crate::http::Request;
+use crate::keys;
+
+use super::{Exchange, Flow};
+
+const DISALLOWED: &str = "Access to this API has been disallowed";
+
+pub fn token(x: &mut Exchange<'_>) -> Flow {
+    let Some(key) = read_key(&x.api.auth, &x.req) else {
+        return x.reject(401, "Authorization field missing");
+    };
+    if key.chars().count() < x.gw.config.min_token_length {
+        return x.reject(403, DISALLOWED);
+    }
+    let org = &x.api.def.org_id;
+    match keys::find(&x.gw.config, &x.gw.sessions, &key, org) {
+        Some(found) => {
+            x.session = Some(found.session);
+            Flow::Continue
+        }
+        None => {
+            log::debug!("api {}: unknown key", x.api.id());
+            x.reject(403, DISALLOWED)
+        }
+    }
+}
+
+/// The key from the configured sources; later sources win when non-empty.
+pub fn read_key(src: &AuthSource, req: &Request) -> Option<String> {
+    let mut key = src
+        .header
+        .as_deref()
+        .and_then(|h| req.headers.get(h))
+        .unwrap_or_default()
+        .to_string();
+    if let Some(v) = src
+        .param
+        .as_deref()
+        .and_then(|p| req.query_param(p))
+        .filter(|v| !v.is_empty())
+    {
+        key = v;
+    }
+    if let Some(v) = src
+        .cookie
+        .as_deref()
+        .and_then(|c| cookie(req, c))
+        .filter(|v| !v.is_empty())
+    {
+        key = v;
+    }
+    let key = strip_bearer(&key).trim();
+    (!key.is_empty()).then(|| key.to_string())
+}
+
+fn strip_bearer(v: &str) -> &str {
+    match v.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => &v[7..],
+        _ => v,
+    }
+}
+
+fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers
+        .get_all("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(param: bool, cookie: bool) -> AuthSource {
+        AuthSource {
+            header: Some("Authorization".into()),
+            param: param.then(|| "key".into()),
+            cookie: cookie.then(|| "sess".into()),
+        }
+    }
+
+    #[test]
+    fn bearer_prefix_is_cut_in_any_case() {
+        let req = Request::fake("GET", "/", &[("authorization", "BEARER abc")]);
+        assert_eq!(
+            read_key(&source(false, false), &req).as_deref(),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn param_then_cookie_win_when_set() {
+        let req = Request::fake(
+            "GET",
+            "/?key=p",
+            &[("Authorization", "h"), ("Cookie", "a=1; sess=c")],
+        );
+        assert_eq!(read_key(&source(true, false), &req).as_deref(), Some("p"));
+        assert_eq!(read_key(&source(true, true), &req).as_deref(), Some("c"));
+        let empty = Request::fake("GET", "/?key=", &[("Authorization", "h")]);
+        assert_eq!(read_key(&source(true, false), &empty).as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn missing_key_is_none() {
+        assert!(read_key(&source(false, false), &Request::fake("GET", "/", &[])).is_none());
+    }
+}

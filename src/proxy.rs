@@ -1,0 +1,262 @@
+//! Forwarding a request that passed its API's stages (CONTRACT §3.2–3.3):
+//! the upstream URL (strip listen path, join with the target), the headers
+//! we send (hop-by-hop removed, X-Forwarded-For, Host, User-Agent), and the
+//! client's response (upstream status, headers and streamed body, plus the
+//! headers the stages asked for). Upstream faults become Tyk's errors.
+
+use std::io::Read;
+
+use crate::apidef::ApiSpec;
+use crate::error::proxy_error;
+use crate::http::codec::encode_request_head;
+use crate::http::{Body, Headers, Request, Response};
+use crate::pipeline::Exchange;
+use crate::upstream::{Outgoing, UpstreamError};
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a `Connection` field may never remove.
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "user-agent",
+];
+
+/// The path after the API's listen path, or after its `/<api_id>` alias.
+pub fn rest_of_path<'a>(api: &ApiSpec, path: &'a str) -> &'a str {
+    if let Some(n) = api.listen.matches(path) {
+        return &path[n..];
+    }
+    let alias = format!("/{}", api.id());
+    path.strip_prefix(alias.as_str()).unwrap_or(path)
+}
+
+/// The upstream request target: path and query (CONTRACT §3.2).
+pub fn upstream_target(
+    api: &ApiSpec,
+    req_path: &str,
+    query: &str,
+    strip_version: Option<&str>,
+) -> String {
+    let mut rest = if api.def.proxy.strip_listen_path {
+        match api.listen.matches(req_path) {
+            Some(n) => req_path[n..].to_string(),
+            None => req_path.to_string(),
+        }
+    } else {
+        req_path.to_string()
+    };
+    if !rest.starts_with('/') {
+        rest.insert(0, '/');
+    }
+    if let Some(v) = strip_version {
+        rest = strip_segment(&rest, v);
+    }
+    let base = &api.target.path;
+    let tail = rest.trim_start_matches('/');
+    let mut target = if api.def.proxy.disable_strip_slash && tail.is_empty() {
+        base.clone()
+    } else if tail.is_empty() {
+        base.trim_end_matches('/').to_string()
+    } else {
+        format!("{}/{tail}", base.trim_end_matches('/'))
+    };
+    if target.is_empty() {
+        target.push('/');
+    }
+    let tq = &api.target.query;
+    match (tq.is_empty(), query.is_empty()) {
+        (true, true) => {}
+        (false, true) => target = format!("{target}?{tq}"),
+        (true, false) => target = format!("{target}?{query}"),
+        (false, false) => target = format!("{target}?{tq}&{query}"),
+    }
+    target
+}
+
+/// Drops the first `/<segment>` of `path` when it is `segment`.
+fn strip_segment(path: &str, segment: &str) -> String {
+    let prefix = format!("/{segment}");
+    match path.strip_prefix(prefix.as_str()) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+        _ => path.to_string(),
+    }
+}
+
+/// Names listed in `Connection` that may be dropped.
+fn connection_listed(headers: &Headers, keep: &[&str]) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| {
+            !t.is_empty()
+                && !PROTECTED.contains(&t.as_str())
+                && !keep.iter().any(|k| k.eq_ignore_ascii_case(t))
+        })
+        .collect()
+}
+
+/// Removes hop-by-hop fields and those `Connection` names, except `keep`.
+pub fn strip_hop_by_hop(headers: &mut Headers, keep: &[&str]) {
+    let listed = connection_listed(headers, keep);
+    headers.retain(|name, _| {
+        let lower = name.to_ascii_lowercase();
+        !HOP_BY_HOP.contains(&lower.as_str()) && !listed.contains(&lower)
+    });
+}
+
+/// The headers sent upstream.
+fn upstream_headers(x: &Exchange<'_>) -> Headers {
+    let req = &x.req;
+    let mut h = req.headers.clone();
+    let auth_header = x.api.auth.header.as_deref().unwrap_or("Authorization");
+    strip_hop_by_hop(&mut h, &[auth_header]);
+    let peer_ip = req.peer.ip().to_string();
+    let prior: Vec<String> = h
+        .get_all("x-forwarded-for")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+        .collect();
+    let xff = if prior.is_empty() {
+        peer_ip
+    } else {
+        format!("{}, {peer_ip}", prior.join(", "))
+    };
+    h.set("X-Forwarded-For", xff);
+    if !x.api.def.proxy.preserve_host_header || !h.contains("host") {
+        h.set("Host", x.api.target.authority.as_str());
+    }
+    if !h.contains("user-agent") {
+        h.set(
+            "User-Agent",
+            concat!("Gatehouse/", env!("CARGO_PKG_VERSION")),
+        );
+    }
+    h
+}
+
+/// Forwards the request and builds the client's response.
+pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
+    let gw = x.gw;
+    let hide = gw.config.hide_generator_header;
+    let target = upstream_target(x.api, &x.req.path, &x.req.query, x.strip_version.as_deref());
+    let headers = upstream_headers(&x);
+    let mut head = Vec::with_capacity(512);
+    encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
+    let method = x.req.method.as_str();
+    let idempotent = matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    );
+    let out = Outgoing {
+        address: &x.api.target.address,
+        head: &head,
+        framing: x.req.framing,
+        body,
+        replayable: idempotent && x.req.framing == crate::http::Framing::None,
+        head_request: method == "HEAD",
+    };
+    let (resp_head, resp_body) = match gw.upstream.send(out) {
+        Ok(r) => r,
+        Err(e) => return upstream_failure(x.api, &x.req, e, hide),
+    };
+    let mut res = Response::new(resp_head.status);
+    res.headers = resp_head.headers;
+    strip_hop_by_hop(&mut res.headers, &[]);
+    for (name, value) in x.response_headers.iter() {
+        res.headers.set(name, value);
+    }
+    res.close = gw.config.server.close_connections;
+    res.body = Body::Stream {
+        len: resp_body.declared_len(),
+        source: Box::new(resp_body),
+    };
+    res
+}
+
+fn upstream_failure(api: &ApiSpec, req: &Request, e: UpstreamError, hide: bool) -> Response {
+    let (status, message) = match &e {
+        UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
+        UpstreamError::Timeout => (504, "Upstream service reached hard timeout."),
+        UpstreamError::ClientBody(_) => (499, "Client closed request"),
+        UpstreamError::Broken(_) | UpstreamError::BadResponse(_) => {
+            (500, "There was a problem proxying the request")
+        }
+    };
+    log::error!(
+        "api {} {} {}: upstream {}: {e}",
+        api.id(),
+        req.method,
+        req.path,
+        api.target.address
+    );
+    let res = proxy_error(status, message, hide);
+    if matches!(e, UpstreamError::ClientBody(_)) {
+        res.with_close()
+    } else {
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn api(listen: &str, target: &str, strip: bool) -> ApiSpec {
+        let raw = json!({"api_id": "a1", "proxy": {"listen_path": listen, "target_url": target, "strip_listen_path": strip}});
+        ApiSpec::from_value(Path::new("t.json"), raw).unwrap()
+    }
+
+    #[test]
+    fn target_join_follows_tyk() {
+        let a = api("/api/", "http://h/base/", true);
+        assert_eq!(upstream_target(&a, "/api/", "", None), "/base");
+        assert_eq!(upstream_target(&a, "/api/x/y", "", None), "/base/x/y");
+        let a = api("/api/", "http://h", false);
+        assert_eq!(upstream_target(&a, "/api/x", "q=1", None), "/api/x?q=1");
+        let a = api("/q/", "http://h/?t=1", true);
+        assert_eq!(upstream_target(&a, "/q/get", "q=2", None), "/get?t=1&q=2");
+        assert_eq!(upstream_target(&a, "/q/", "", None), "/?t=1");
+    }
+
+    #[test]
+    fn version_segment_is_stripped() {
+        let a = api("/v/", "http://h", true);
+        assert_eq!(upstream_target(&a, "/v/v1/items", "", Some("v1")), "/items");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_fields_go() {
+        let mut h = Headers::new();
+        for (n, v) in [
+            ("Connection", "close, X-Secret, Host, Authorization"),
+            ("X-Secret", "s"),
+            ("Keep-Alive", "1"),
+            ("Host", "h"),
+            ("Authorization", "k"),
+            ("X-Keep", "y"),
+        ] {
+            h.append(n, v);
+        }
+        strip_hop_by_hop(&mut h, &["Authorization"]);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["Host", "Authorization", "X-Keep"]);
+    }
+}

@@ -1,0 +1,522 @@
+//! Listeners, the waiting room and the worker pool; sockets end here.
+//! The waiting room (one thread, mio) accepts connections and holds every
+//! connection that is idle or still sending its head; only when a whole
+//! head is buffered does a connection go to a worker, so a worker never
+//! waits on a slow client's head. The worker parses the head (`http`),
+//! runs the listener's handler with a body reader, writes the response,
+//! serves any pipelined requests, and hands the connection back.
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::config::ServerConfig;
+use crate::http::codec::{self, encode_response_head, head_ready, leading_blank};
+use crate::http::{Body, BodyReader, ChunkedWriter, Framing, Request, Response, Version, Wire};
+
+/// Answers requests on one listener.
+pub trait Handler: Send + Sync {
+    fn handle(&self, req: Request, body: &mut dyn Read) -> Response;
+}
+
+const WAKER: Token = Token(usize::MAX);
+/// How often the waiting room checks timeouts and the shutdown flag.
+const TICK: Duration = Duration::from_millis(100);
+/// Unread request body we read and drop to keep a connection open.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+/// How long shutdown waits for in-flight requests.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A bound listener and who answers on it.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl Listener {
+    /// Binds `addr`; port 0 binds an ephemeral port.
+    pub fn bind(addr: SocketAddr, handler: Arc<dyn Handler>) -> io::Result<Listener> {
+        let socket = TcpListener::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        Ok(Listener { socket, handler })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+}
+
+/// A client connection and what the waiting room knows of it.
+struct Conn {
+    wire: Wire<TcpStream>,
+    peer: SocketAddr,
+    listener: usize,
+    /// When it last became idle (accepted, or handed back).
+    idle_since: Instant,
+    /// When the first byte of the current head arrived.
+    head_started: Option<Instant>,
+    _count: ConnCount,
+}
+
+/// Counts open connections; the count drops with the connection.
+struct ConnCount(Arc<AtomicUsize>);
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// State shared by the waiting room and the workers.
+struct Shared {
+    cfg: ServerConfig,
+    handlers: Vec<Arc<dyn Handler>>,
+    shutdown: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
+    busy: AtomicUsize,
+    back: Mutex<Sender<Conn>>,
+    waker: Waker,
+}
+
+/// Runs until `shutdown` is set, then drains in-flight requests (at most
+/// 10 s) and returns.
+pub fn serve(
+    cfg: ServerConfig,
+    listeners: Vec<Listener>,
+    shutdown: Arc<AtomicBool>,
+) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let max_open = connection_cap(cfg.max_connections);
+    info!(
+        "server: {} workers, at most {max_open} connections",
+        cfg.workers
+    );
+    let (back_tx, back_rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        handlers: listeners.iter().map(|l| l.handler.clone()).collect(),
+        cfg,
+        shutdown,
+        open: Arc::new(AtomicUsize::new(0)),
+        busy: AtomicUsize::new(0),
+        back: Mutex::new(back_tx),
+        waker,
+    });
+    let (job_tx, job_rx) = mpsc::channel::<Conn>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let workers: Vec<_> = (0..shared.cfg.workers.max(1))
+        .map(|i| {
+            let (shared, jobs) = (shared.clone(), job_rx.clone());
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker(&shared, &jobs))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut room = WaitingRoom {
+        poll,
+        listeners,
+        conns: HashMap::new(),
+        next_token: 0,
+        shared: shared.clone(),
+        jobs: job_tx,
+        back: back_rx,
+        max_open,
+        accept_paused_until: None,
+    };
+    room.run()?;
+    drop(room);
+    let deadline = Instant::now() + GRACE;
+    while shared.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if shared.busy.load(Ordering::SeqCst) > 0 {
+        warn!("server: shutting down with requests still in flight");
+    } else {
+        for w in workers {
+            w.join().ok();
+        }
+    }
+    Ok(())
+}
+
+/// The connection cap: configured, or half the fd limit (raised first).
+fn connection_cap(configured: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    if configured > 0 {
+        return configured;
+    }
+    usize::try_from(limit / 2).unwrap_or(usize::MAX).max(16)
+}
+
+struct WaitingRoom {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    shared: Arc<Shared>,
+    jobs: Sender<Conn>,
+    back: Receiver<Conn>,
+    max_open: usize,
+    accept_paused_until: Option<Instant>,
+}
+
+impl WaitingRoom {
+    fn run(&mut self) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let fd = l.socket.as_raw_fd();
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+        }
+        self.next_token = self.listeners.len();
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        while !self.shared.shutdown.load(Ordering::SeqCst) {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            let ready: Vec<Token> = events.iter().map(|e| e.token()).collect();
+            for token in ready {
+                match token {
+                    WAKER => self.take_back(),
+                    Token(i) if i < self.listeners.len() => self.accept(i),
+                    t => self.readable(t),
+                }
+            }
+            self.take_back();
+            if self
+                .accept_paused_until
+                .is_some_and(|t| Instant::now() >= t)
+            {
+                self.accept_paused_until = None;
+                (0..self.listeners.len()).for_each(|i| self.accept(i));
+            }
+            if last_sweep.elapsed() >= TICK {
+                self.sweep();
+                last_sweep = Instant::now();
+            }
+        }
+        info!(
+            "server: stopped accepting; closing {} idle connections",
+            self.conns.len()
+        );
+        Ok(())
+    }
+
+    fn accept(&mut self, i: usize) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listeners[i].socket.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, i),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: back off, never die.
+                    warn!("server: accept failed ({e}); pausing accepts for 100 ms");
+                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) {
+        let open = self.shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        let count = ConnCount(self.shared.open.clone());
+        if open > self.max_open {
+            debug!("server: connection cap reached; refusing {peer}");
+            let _ = (&stream).write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        stream.set_nodelay(true).ok();
+        let conn = Conn {
+            wire: Wire::new(stream),
+            peer,
+            listener,
+            idle_since: Instant::now(),
+            head_started: None,
+            _count: count,
+        };
+        self.wait(conn);
+    }
+
+    /// Puts a connection in the room, or straight to a worker if its next
+    /// head is already buffered.
+    fn wait(&mut self, conn: Conn) {
+        if head_ready(conn.wire.buffered(), &self.shared.cfg.limits) {
+            self.dispatch(conn);
+            return;
+        }
+        let token = Token(self.next_token);
+        self.next_token = self.next_token.wrapping_add(1).max(self.listeners.len());
+        let fd = conn.wire.stream.as_raw_fd();
+        if self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+            .is_ok()
+        {
+            self.conns.insert(token, conn);
+        }
+    }
+
+    fn dispatch(&mut self, conn: Conn) {
+        self.shared.busy.fetch_add(1, Ordering::SeqCst);
+        if self.jobs.send(conn).is_err() {
+            self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn take_back(&mut self) {
+        while let Ok(mut conn) = self.back.try_recv() {
+            conn.idle_since = Instant::now();
+            conn.head_started = None;
+            self.wait(conn);
+        }
+    }
+
+    fn readable(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let cap = self.shared.cfg.limits.max_head + 1;
+        let mut closed = false;
+        loop {
+            match conn.wire.fill(cap) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {
+                    conn.head_started.get_or_insert_with(Instant::now);
+                    if conn.wire.buffered().len() >= cap {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let ready = head_ready(conn.wire.buffered(), &self.shared.cfg.limits);
+        if closed || ready {
+            let conn = self.remove(token);
+            if ready && !closed {
+                self.dispatch(conn);
+            } else if ready {
+                // Half-closed after a full head: still answer it.
+                self.dispatch(conn);
+            }
+        }
+    }
+
+    fn remove(&mut self, token: Token) -> Conn {
+        let conn = self.conns.remove(&token).expect("token present");
+        let fd = conn.wire.stream.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        conn
+    }
+
+    /// Closes connections whose head is too slow or that idled too long.
+    fn sweep(&mut self) {
+        let cfg = &self.shared.cfg;
+        let now = Instant::now();
+        let expired: Vec<(Token, bool)> = self
+            .conns
+            .iter()
+            .filter_map(|(t, c)| match c.head_started {
+                Some(s) if now.duration_since(s) > cfg.head_timeout => Some((*t, true)),
+                None if now.duration_since(c.idle_since) > cfg.idle_timeout => Some((*t, false)),
+                _ => None,
+            })
+            .collect();
+        for (token, slow_head) in expired {
+            let conn = self.remove(token);
+            if slow_head {
+                debug!("server: {} sent no complete head in time", conn.peer);
+                let _ = (&conn.wire.stream)
+                    .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        }
+    }
+}
+
+fn worker(shared: &Arc<Shared>, jobs: &Arc<Mutex<Receiver<Conn>>>) {
+    loop {
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(conn) = next else { return };
+        if let Some(conn) = serve_conn(shared, conn) {
+            hand_back(shared, conn);
+        }
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Returns a kept-alive connection to the waiting room (dropped, so
+/// closed, during shutdown).
+fn hand_back(shared: &Shared, conn: Conn) {
+    if shared.shutdown.load(Ordering::SeqCst) || conn.wire.stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let back = shared.back.lock().unwrap_or_else(|e| e.into_inner());
+    if back.send(conn).is_ok() {
+        let _ = shared.waker.wake();
+    }
+}
+
+/// Serves the buffered request(s) of a connection. Returns it when it may
+/// be kept open.
+fn serve_conn(shared: &Shared, mut conn: Conn) -> Option<Conn> {
+    let cfg = &shared.cfg;
+    let stream = &conn.wire.stream;
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(cfg.body_timeout)).ok()?;
+    stream.set_write_timeout(Some(cfg.write_timeout)).ok()?;
+    for _ in 0..cfg.max_pipelined.max(1) {
+        let blank = leading_blank(conn.wire.buffered());
+        conn.wire.consume(blank);
+        if !head_ready(conn.wire.buffered(), &cfg.limits) {
+            break;
+        }
+        if !serve_one(shared, &mut conn) {
+            return None;
+        }
+    }
+    Some(conn)
+}
+
+/// Serves one request; false when the connection must close.
+fn serve_one(shared: &Shared, conn: &mut Conn) -> bool {
+    let cfg = &shared.cfg;
+    let head = match codec::parse_request(conn.wire.buffered(), &cfg.limits, conn.peer) {
+        Ok(Some((head, used))) => {
+            conn.wire.consume(used);
+            head
+        }
+        Ok(None) => return true,
+        Err(e) => {
+            debug!("server: {} bad request head: {e}", conn.peer);
+            let res = Response::text(e.status(), crate::http::message::reason(e.status()));
+            let _ = write_response(&conn.wire.stream, res, false, true, Version::Http11);
+            return false;
+        }
+    };
+    let version = head.request.version;
+    let is_head = head.request.method == "HEAD";
+    let handler = shared.handlers[conn.listener].clone();
+    let (res, body_done) = {
+        let mut body = BodyReader::new(&mut conn.wire, head.request.framing, &cfg.limits)
+            .expect_continue(head.expect_continue);
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(head.request, &mut body)));
+        let res = outcome.unwrap_or_else(|_| {
+            error!("server: handler panicked; answering 500");
+            Response::text(500, "Internal Server Error").with_close()
+        });
+        let done = body.drain(DRAIN_LIMIT);
+        (res, done)
+    };
+    let close = !head.keep_alive
+        || res.close
+        || !body_done
+        || cfg.close_connections
+        || shared.shutdown.load(Ordering::SeqCst);
+    match write_response(&conn.wire.stream, res, is_head, close, version) {
+        Ok(complete) => complete && !close,
+        Err(e) => {
+            debug!("server: writing to {} failed: {e}", conn.peer);
+            false
+        }
+    }
+}
+
+/// Writes a response; Ok(false) when the body could not be delimited
+/// (the connection must close).
+fn write_response(
+    stream: &TcpStream,
+    res: Response,
+    is_head: bool,
+    close: bool,
+    version: Version,
+) -> io::Result<bool> {
+    let mut out = BufWriter::with_capacity(16 * 1024, stream);
+    let no_body = res.status < 200 || res.status == 204 || res.status == 304;
+    let mut head = Vec::with_capacity(256);
+    let complete = match res.body {
+        Body::Empty => {
+            let framing = if no_body {
+                Framing::None
+            } else {
+                Framing::Length(0)
+            };
+            encode_response_head(&mut head, res.status, &res.headers, framing, close);
+            out.write_all(&head)?;
+            true
+        }
+        Body::Bytes(bytes) => {
+            encode_response_head(
+                &mut head,
+                res.status,
+                &res.headers,
+                Framing::Length(bytes.len() as u64),
+                close,
+            );
+            out.write_all(&head)?;
+            if !is_head {
+                out.write_all(&bytes)?;
+            }
+            true
+        }
+        Body::Stream { len, mut source } => {
+            let chunked = len.is_none() && version == Version::Http11;
+            let framing = match len {
+                Some(n) => Framing::Length(n),
+                None if chunked => Framing::Chunked,
+                None => Framing::UntilClose,
+            };
+            encode_response_head(
+                &mut head,
+                res.status,
+                &res.headers,
+                framing,
+                close || framing == Framing::UntilClose,
+            );
+            out.write_all(&head)?;
+            if is_head || no_body {
+                true
+            } else if chunked {
+                let mut enc = ChunkedWriter { inner: &mut out };
+                source.copy_to(&mut enc)?;
+                enc.finish()?;
+                true
+            } else {
+                let copied = source.copy_to(&mut out)?;
+                len.is_some_and(|n| n == copied)
+            }
+        }
+    };
+    out.flush()?;
+    Ok(complete)
+}

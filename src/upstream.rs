@@ -1,0 +1,283 @@
+//! The HTTP/1.1 client to upstreams: a keep-alive connection pool per
+//! upstream address, a timeout per phase (connect, response head, body
+//! reads), one retry on a fresh connection when a pooled one turns out dead
+//! for a request that is safe to replay. Framing goes through `http`; what
+//! to send and how to answer the client is `proxy`'s.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http::codec::{self, ResponseHead};
+use crate::http::{BodyReader, BodySource, ChunkedWriter, Framing, Limits, Wire, copy_body};
+
+/// Idle pooled connections per upstream address.
+const MAX_IDLE_PER_HOST: usize = 256;
+/// A pooled connection idle longer than this is dropped, not reused.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The host name did not resolve.
+    Lookup(io::Error),
+    /// Refused, reset, or broken before a response head arrived.
+    Broken(io::Error),
+    /// No connection or no response head in time.
+    Timeout,
+    /// The response head broke HTTP/1.1 rules.
+    BadResponse(String),
+    /// Reading the client's body failed (client gone or bad framing).
+    ClientBody(io::Error),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Lookup(e) => write!(f, "lookup failed: {e}"),
+            UpstreamError::Broken(e) => write!(f, "connection failed: {e}"),
+            UpstreamError::Timeout => write!(f, "timed out"),
+            UpstreamError::BadResponse(why) => write!(f, "bad response: {why}"),
+            UpstreamError::ClientBody(e) => write!(f, "client body: {e}"),
+        }
+    }
+}
+
+struct Idle {
+    wire: Wire<TcpStream>,
+    since: Instant,
+}
+
+pub struct Upstream {
+    pool: Mutex<HashMap<String, Vec<Idle>>>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    limits: Limits,
+}
+
+/// What to send: a request head already encoded, and its body.
+pub struct Outgoing<'a> {
+    pub address: &'a str,
+    pub head: &'a [u8],
+    pub framing: Framing,
+    pub body: &'a mut dyn Read,
+    /// Safe to send twice (idempotent method, no body).
+    pub replayable: bool,
+    /// A HEAD request: the response has no body.
+    pub head_request: bool,
+}
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration, response_timeout: Duration, limits: Limits) -> Upstream {
+        Upstream {
+            pool: Mutex::new(HashMap::new()),
+            connect_timeout,
+            response_timeout,
+            limits,
+        }
+    }
+
+    /// Sends a request and reads the response head. The body comes back as
+    /// a source that returns the connection to the pool once fully read.
+    pub fn send(
+        self: &Arc<Self>,
+        mut out: Outgoing<'_>,
+    ) -> Result<(ResponseHead, UpstreamBody), UpstreamError> {
+        if let Some(wire) = self.take_idle(out.address) {
+            match self.exchange(wire, &mut out) {
+                Ok(done) => return Ok(done),
+                Err((UpstreamError::Broken(e), false)) if out.replayable => {
+                    log::debug!(
+                        "upstream {}: pooled connection dead ({e}), retrying once",
+                        out.address
+                    );
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        let wire = self.connect(out.address)?;
+        self.exchange(wire, &mut out).map_err(|(e, _)| e)
+    }
+
+    fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.get_mut(address)?;
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < MAX_IDLE_AGE {
+                return Some(conn.wire);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, address: &str, wire: Wire<TcpStream>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.entry(address.to_string()).or_default();
+        if idle.len() < MAX_IDLE_PER_HOST {
+            idle.push(Idle {
+                wire,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn connect(&self, address: &str) -> Result<Wire<TcpStream>, UpstreamError> {
+        let addrs: Vec<SocketAddr> = address
+            .to_socket_addrs()
+            .map_err(UpstreamError::Lookup)?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true).ok();
+                    return Ok(Wire::new(stream));
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(UpstreamError::Timeout);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(UpstreamError::Broken(last))
+    }
+
+    /// One request/response on `wire`. The flag in the error says whether
+    /// any response byte arrived (then a retry is never safe).
+    fn exchange(
+        self: &Arc<Self>,
+        mut wire: Wire<TcpStream>,
+        out: &mut Outgoing<'_>,
+    ) -> Result<(ResponseHead, UpstreamBody), (UpstreamError, bool)> {
+        let stream = &wire.stream;
+        stream.set_read_timeout(Some(self.response_timeout)).ok();
+        stream.set_write_timeout(Some(self.response_timeout)).ok();
+        send_request(&mut wire.stream, out.head, out.framing, out.body)?;
+        let head = self.read_head(&mut wire, out.head_request)?;
+        let body = UpstreamBody {
+            wire: Some(wire),
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            address: out.address.to_string(),
+            upstream: self.clone(),
+        };
+        Ok((head, body))
+    }
+
+    fn read_head(
+        &self,
+        wire: &mut Wire<TcpStream>,
+        head_request: bool,
+    ) -> Result<ResponseHead, (UpstreamError, bool)> {
+        loop {
+            match codec::parse_response(wire.buffered(), &self.limits, head_request) {
+                Ok(Some((head, used))) => {
+                    wire.consume(used);
+                    if (100..200).contains(&head.status) {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => return Err((UpstreamError::BadResponse(e.to_string()), true)),
+            }
+            let started = !wire.buffered().is_empty();
+            match wire.fill(self.limits.max_head + 1) {
+                Ok(0) => {
+                    let e =
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response");
+                    return Err((UpstreamError::Broken(e), started));
+                }
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => return Err((UpstreamError::Timeout, true)),
+                Err(e) => return Err((UpstreamError::Broken(e), started)),
+            }
+        }
+    }
+}
+
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes the head and streams the body with the framing we chose.
+fn send_request(
+    stream: &mut TcpStream,
+    head: &[u8],
+    framing: Framing,
+    body: &mut dyn Read,
+) -> Result<(), (UpstreamError, bool)> {
+    let broken = |e: io::Error| (UpstreamError::Broken(e), false);
+    match framing {
+        Framing::None | Framing::Length(0) => stream.write_all(head).map_err(broken),
+        Framing::Length(_) | Framing::UntilClose => {
+            stream.write_all(head).map_err(broken)?;
+            copy_client_body(body, stream)
+        }
+        Framing::Chunked => {
+            stream.write_all(head).map_err(broken)?;
+            let mut chunked = ChunkedWriter {
+                inner: &mut *stream,
+            };
+            copy_client_body(body, &mut chunked)?;
+            chunked.finish().map(drop).map_err(broken)
+        }
+    }
+}
+
+/// Copies the client's body upstream, telling apart which side failed.
+fn copy_client_body(body: &mut dyn Read, to: &mut dyn Write) -> Result<(), (UpstreamError, bool)> {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = body
+            .read(&mut buf)
+            .map_err(|e| (UpstreamError::ClientBody(e), true))?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])
+            .map_err(|e| (UpstreamError::Broken(e), true))?;
+    }
+}
+
+/// An upstream response body, streamed to the client by the server.
+pub struct UpstreamBody {
+    wire: Option<Wire<TcpStream>>,
+    framing: Framing,
+    keep_alive: bool,
+    address: String,
+    upstream: Arc<Upstream>,
+}
+
+impl UpstreamBody {
+    /// The body length, when the upstream declared one.
+    pub fn declared_len(&self) -> Option<u64> {
+        match self.framing {
+            Framing::None => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked | Framing::UntilClose => None,
+        }
+    }
+}
+
+impl BodySource for UpstreamBody {
+    fn copy_to(&mut self, out: &mut dyn Write) -> io::Result<u64> {
+        let Some(mut wire) = self.wire.take() else {
+            return Ok(0);
+        };
+        let limits = self.upstream.limits.clone();
+        let mut reader = BodyReader::new(&mut wire, self.framing, &limits);
+        let copied = copy_body(&mut reader, out)?;
+        let reusable = reader.is_done() && self.keep_alive && wire.buffered().is_empty();
+        if reusable {
+            self.upstream.put_idle(&self.address, wire);
+        }
+        Ok(copied)
+    }
+}
