@@ -12,6 +12,8 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::quota::Quotas;
+use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::sessions::Sessions;
 use crate::store::{SledStore, Store};
@@ -22,6 +24,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
     pub upstream: Arc<Upstream>,
+    pub rate: RateLimiter,
+    pub quotas: Quotas,
     registry: RwLock<Arc<Registry>>,
     reloads: ReloadQueue,
 }
@@ -40,6 +44,7 @@ impl Gateway {
     pub fn open(config: Config) -> Result<Arc<Gateway>, Error> {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path)?);
         let sessions = Sessions::load(store.clone())?;
+        let quotas = Quotas::load(store.clone())?;
         info!(
             "store {}: {} keys",
             config.store_path.display(),
@@ -60,6 +65,8 @@ impl Gateway {
             store,
             sessions,
             upstream: Arc::new(upstream),
+            rate: RateLimiter::default(),
+            quotas,
             registry: RwLock::new(Arc::new(registry)),
             reloads: ReloadQueue::default(),
             config,
@@ -108,8 +115,36 @@ impl Gateway {
         })
     }
 
-    /// Flushes the store; called on shutdown.
+    /// Writes changed quota counters every `quota_persist_interval` and
+    /// drops idle rate buckets, until `stop`.
+    pub fn spawn_persister(self: &Arc<Self>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+        let gw = self.clone();
+        thread::spawn(move || {
+            let tick = gw.config.quota_persist_interval;
+            let mut slept = Duration::ZERO;
+            while !stop.load(Ordering::SeqCst) {
+                let step = Duration::from_millis(50).min(tick);
+                thread::sleep(step);
+                slept += step;
+                if slept >= tick {
+                    slept = Duration::ZERO;
+                    gw.persist_counters();
+                }
+            }
+        })
+    }
+
+    fn persist_counters(&self) {
+        if let Err(e) = self.quotas.persist() {
+            log::error!("store: persisting quota counters failed: {e}");
+        }
+        let now_ms = u64::try_from(unix_now()).unwrap_or(0).saturating_mul(1000);
+        self.rate.sweep(now_ms);
+    }
+
+    /// Persists counters and flushes the store; called on shutdown.
     pub fn flush(&self) {
+        self.persist_counters();
         if let Err(e) = self.store.flush() {
             warn!("store: final flush failed: {e}");
         }

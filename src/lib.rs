@@ -14,6 +14,8 @@ pub mod keyid;
 pub mod keys;
 pub mod pipeline;
 pub mod proxy;
+pub mod quota;
+pub mod ratelimit;
 pub mod registry;
 pub mod router;
 pub mod server;
@@ -52,9 +54,11 @@ pub fn run(conf: &Path) -> Result<(), Error> {
     let gw = Gateway::open(config)?;
     let listeners = bind_all(&gw)?;
     let reloader = gw.spawn_reloader(shutdown.clone());
+    let persister = gw.spawn_persister(shutdown.clone());
     let served = server::serve(gw.config.server.clone(), listeners, shutdown.clone());
     info!("shutting down: flushing the store");
     reloader.join().ok();
+    persister.join().ok();
     gw.flush();
     served.map_err(|e| Error::io("server", e))
 }

@@ -7,6 +7,7 @@ use crate::gateway::unix_now;
 use crate::http::Response;
 use crate::keyid::token;
 use crate::keys::{self, Found};
+use crate::quota::{counter_name, scope_for};
 use crate::router::store_failure;
 use crate::session::Session;
 
@@ -46,11 +47,20 @@ fn store_new(
     failure: &str,
 ) -> Response {
     let stored = keys::stored_id(&call.gw.config, key_id);
-    if let Err(e) = call.gw.sessions.put(&stored, session) {
+    if let Err(e) = save(call, &stored, session) {
         return store_failure(&e, failure);
     }
     log::info!("admin: key {action} (stored as {})", obfuscate(&stored));
     ok(action, key_id, key_hash(call, key_id).as_deref())
+}
+
+/// Writes a session; unless `suppress_reset=1`, its quota counters start
+/// over (Tyk deletes them on every such write).
+fn save(call: &Call<'_>, stored: &str, session: Session) -> Result<(), crate::error::Error> {
+    if call.query("suppress_reset") != "1" {
+        call.gw.quotas.reset(stored)?;
+    }
+    call.gw.sessions.put(stored, session)
 }
 
 /// The last four characters only: never log raw keys.
@@ -182,7 +192,7 @@ pub fn update(call: &mut Call<'_>, id: &str) -> Response {
     if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
         return admin_error(500, SECURITY);
     }
-    if let Err(e) = call.gw.sessions.put(&found.stored_id, session) {
+    if let Err(e) = save(call, &found.stored_id, session) {
         return store_failure(&e, SECURITY);
     }
     ok("modified", &found.key_id, None)
@@ -210,7 +220,40 @@ pub fn get(call: &Call<'_>, id: &str) -> Response {
     };
     let mut session = (*found.session).clone();
     session.basic_auth_data.password.clear();
+    overlay_quotas(call, &found.stored_id, &mut session);
     json(&session)
+}
+
+/// Shows live quota counters on the key, as Tyk's GET does.
+fn overlay_quotas(call: &Call<'_>, stored: &str, s: &mut Session) {
+    let (quotas, now) = (&call.gw.quotas, unix_now());
+    if s.quota_max > 0
+        && let Some((used, renews)) = quotas.get(&counter_name("", stored), now)
+    {
+        s.quota_remaining = (s.quota_max - used).max(0);
+        if renews != 0 {
+            s.quota_renews = renews;
+        }
+    }
+    for (api_id, access) in &mut s.access_rights {
+        let scope = scope_for(Some(access), api_id);
+        let Some(limit) = access
+            .limit
+            .as_mut()
+            .filter(|l| !l.is_empty() && l.quota_max > 0)
+        else {
+            continue;
+        };
+        match quotas.get(&counter_name(&scope, stored), now) {
+            Some((used, renews)) => {
+                limit.quota_remaining = (limit.quota_max - used).max(0);
+                if renews != 0 {
+                    limit.quota_renews = renews;
+                }
+            }
+            None => limit.quota_remaining = limit.quota_max,
+        }
+    }
 }
 
 /// `DELETE /tyk/keys/{id}`.
@@ -218,6 +261,9 @@ pub fn delete(call: &Call<'_>, id: &str) -> Response {
     let Some(found) = lookup(call, id, &request_org(call)) else {
         return admin_error(404, "There is no such key found");
     };
+    if let Err(e) = call.gw.quotas.reset(&found.stored_id) {
+        return store_failure(&e, "Failed to remove the key");
+    }
     match call.gw.sessions.remove(&found.stored_id) {
         Ok(true) => {}
         Ok(false) => return admin_error(400, "Failed to remove the key"),

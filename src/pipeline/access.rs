@@ -1,8 +1,6 @@
-//! What a found key may do: expiry and `is_inactive` (KeyExpired), access
-//! rights to the API and its version (AccessRights), and the quota headers
-//! a proxied response carries. Counting quotas is not done here yet.
-
-use crate::config::RateLimitHeaders;
+//! What a found key may do: expiry and `is_inactive` (KeyExpired), and
+//! access rights to the API and its version (AccessRights). Limits are
+//! `limit`'s.
 
 use super::{Exchange, Flow};
 
@@ -35,24 +33,5 @@ pub fn rights(x: &mut Exchange<'_>) -> Flow {
             return x.reject(403, "Access to this API has been disallowed");
         }
     }
-    Flow::Continue
-}
-
-/// `X-RateLimit-*` with quota values (`rate_limit_response_headers: quotas`).
-pub fn quota_headers(x: &mut Exchange<'_>) -> Flow {
-    if x.gw.config.rate_limit_headers != RateLimitHeaders::Quotas {
-        return Flow::Continue;
-    }
-    let (limit, remaining, reset) = match &x.session {
-        Some(s) => {
-            let l = s.limit_for(x.api.id());
-            (l.quota_max, l.quota_remaining, l.quota_renews)
-        }
-        None => (0, 0, 0),
-    };
-    let h = &mut x.response_headers;
-    h.set("X-RateLimit-Limit", limit.to_string());
-    h.set("X-RateLimit-Remaining", remaining.to_string());
-    h.set("X-RateLimit-Reset", reset.to_string());
     Flow::Continue
 }

@@ -21,6 +21,7 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     match keys::find(&x.gw.config, &x.gw.sessions, &key, org) {
         Some(found) => {
             x.session = Some(found.session);
+            x.stored_id = found.stored_id;
             Flow::Continue
         }
         None => {

@@ -6,6 +6,7 @@
 
 mod access;
 mod auth;
+mod limit;
 mod version;
 
 use std::io::Read;
@@ -39,6 +40,8 @@ pub struct Exchange<'a> {
     pub now: i64,
     /// The key's session, once auth found it.
     pub session: Option<Arc<Session>>,
+    /// The id the key is stored under (names its counters).
+    pub stored_id: String,
     /// The version the request resolved to.
     pub version: Option<String>,
     /// A `/<version>` segment to drop before forwarding (`url` location).
@@ -61,10 +64,17 @@ impl Exchange<'_> {
 /// The stages an API runs, in Tyk's order.
 pub fn stages_for(def: &ApiDefinition) -> Vec<Stage> {
     let mut stages: Vec<Stage> = vec![version::check];
-    if !def.use_keyless {
-        stages.extend([auth::token as Stage, access::key_expired, access::rights]);
+    if def.use_keyless {
+        stages.push(limit::keyless_headers);
+    } else {
+        stages.extend([
+            auth::token as Stage,
+            access::key_expired,
+            access::rights,
+            limit::rate_and_quota,
+        ]);
     }
-    stages.push(access::quota_headers);
+    stages.push(limit::api_rate);
     stages
 }
 
@@ -78,6 +88,7 @@ pub fn run(gw: &Gateway, api: &ApiSpec, req: Request, body: &mut dyn Read) -> Re
         rest,
         now: crate::gateway::unix_now(),
         session: None,
+        stored_id: String::new(),
         version: None,
         strip_version: None,
         response_headers: Headers::new(),

@@ -1,0 +1,149 @@
+//! RateLimitAndQuota and the API-level rate limit (CONTRACT §5): which
+//! bucket and counter a request counts against, throttling retries, the
+//! 429/403 answers and the `X-RateLimit-*` headers. The counting itself is
+//! `ratelimit` (windows) and `quota` (counters).
+
+use std::time::Duration;
+
+use crate::config::RateLimitHeaders;
+use crate::quota::{counter_name, scope_for};
+use crate::ratelimit::{Decision, Rate};
+use crate::session::Limit;
+
+use super::{Exchange, Flow};
+
+fn now_ms() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `rate_limits` mode headers from a rate decision.
+fn rate_headers(d: &Decision) -> [(&'static str, String); 3] {
+    [
+        ("X-RateLimit-Limit", d.limit.to_string()),
+        ("X-RateLimit-Remaining", d.remaining.to_string()),
+        ("X-RateLimit-Reset", d.reset_ms.div_ceil(1000).to_string()),
+    ]
+}
+
+/// The key's limit for this API and the scope its counters use.
+fn limit_and_scope(x: &Exchange<'_>) -> Option<(Limit, String)> {
+    let s = x.session.as_ref()?;
+    let api_id = x.api.id();
+    Some((
+        s.limit_for(api_id),
+        scope_for(s.access_rights.get(api_id), api_id),
+    ))
+}
+
+pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
+    let Some((limit, scope)) = limit_and_scope(x) else {
+        return Flow::Continue;
+    };
+    if !x.api.def.disable_rate_limit
+        && let Flow::Respond(res) = check_rate(x, &limit, &scope)
+    {
+        return Flow::Respond(res);
+    }
+    check_quota(x, &limit, &scope)
+}
+
+fn check_rate(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
+    let s = x.session.as_ref().expect("checked by caller");
+    let scope = if scope.is_empty() {
+        String::new()
+    } else {
+        format!("{scope}-")
+    };
+    let bucket = format!("rate-limit-{scope}{}:{}", x.stored_id, s.last_updated);
+    let rate = Rate {
+        rate: limit.rate,
+        per: limit.per,
+    };
+    let mut retries = limit.throttle_retry_limit.max(0);
+    loop {
+        let Some(d) = x.gw.rate.check(&bucket, rate, now_ms()) else {
+            return Flow::Continue;
+        };
+        let headers = (x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits)
+            .then(|| rate_headers(&d));
+        if d.allowed {
+            for (n, v) in headers.into_iter().flatten() {
+                x.response_headers.set(n, v);
+            }
+            return Flow::Continue;
+        }
+        if retries > 0 && limit.throttle_interval > 0.0 {
+            retries -= 1;
+            std::thread::sleep(Duration::from_secs_f64(limit.throttle_interval.min(60.0)));
+            continue;
+        }
+        let Flow::Respond(mut res) = x.reject(429, "Rate Limit Exceeded") else {
+            unreachable!()
+        };
+        for (n, v) in headers.into_iter().flatten() {
+            res.headers.set(n, v);
+        }
+        return Flow::Respond(res);
+    }
+}
+
+fn check_quota(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
+    let quotas_mode = x.gw.config.rate_limit_headers == RateLimitHeaders::Quotas;
+    let (max, mut remaining, mut renews) =
+        (limit.quota_max, limit.quota_remaining, limit.quota_renews);
+    if !x.api.def.disable_quota && max > 0 {
+        let name = counter_name(scope, &x.stored_id);
+        let d =
+            x.gw.quotas
+                .check(&name, &x.stored_id, max, limit.quota_renewal_rate, x.now);
+        if !d.allowed {
+            return x.reject(403, "Quota exceeded");
+        }
+        remaining = d.remaining;
+        if d.renews != 0 {
+            renews = d.renews;
+        }
+    }
+    if quotas_mode {
+        let h = &mut x.response_headers;
+        h.set("X-RateLimit-Limit", max.to_string());
+        h.set("X-RateLimit-Remaining", remaining.to_string());
+        h.set("X-RateLimit-Reset", renews.to_string());
+    }
+    Flow::Continue
+}
+
+/// Keyless APIs carry zero quota headers in `quotas` mode.
+pub fn keyless_headers(x: &mut Exchange<'_>) -> Flow {
+    if x.gw.config.rate_limit_headers == RateLimitHeaders::Quotas {
+        for name in [
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ] {
+            x.response_headers.set(name, "0");
+        }
+    }
+    Flow::Continue
+}
+
+/// `global_rate_limit`: one bucket per API, keyless APIs included.
+pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
+    let def = &x.api.def;
+    let g = &def.global_rate_limit;
+    if g.disabled || g.rate <= 0.0 || def.disable_rate_limit {
+        return Flow::Continue;
+    }
+    let bucket = format!("rate-limit-api-{}", x.api.id());
+    let rate = Rate {
+        rate: g.rate,
+        per: g.per,
+    };
+    match x.gw.rate.check(&bucket, rate, now_ms()) {
+        Some(d) if !d.allowed => x.reject(429, "API Rate Limit Exceeded"),
+        _ => Flow::Continue,
+    }
+}
