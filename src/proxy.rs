@@ -4,12 +4,12 @@
 //! client's response (upstream status, headers and streamed body, plus the
 //! headers the stages asked for). Upstream faults become Tyk's errors.
 
-use std::io::Read;
+use std::io::{self, Read};
 
 use crate::apidef::ApiSpec;
 use crate::error::proxy_error;
 use crate::http::codec::encode_request_head;
-use crate::http::{Body, Headers, Request, Response};
+use crate::http::{Body, Framing, Headers, Request, Response};
 use crate::pipeline::Exchange;
 use crate::upstream::{Outgoing, UpstreamError};
 
@@ -154,6 +154,15 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
 pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
     let gw = x.gw;
     let hide = gw.config.hide_generator_header;
+    let max = gw.config.max_request_body_size;
+    if max > 0 && matches!(x.req.framing, Framing::Length(n) if n > max) {
+        return proxy_error(413, TOO_LARGE, hide).with_close();
+    }
+    let mut capped = Capped {
+        inner: body,
+        left: max,
+        on: max > 0,
+    };
     let target = upstream_target(x.api, &x.req.path, &x.req.query, x.strip_version.as_deref());
     let headers = upstream_headers(&x);
     let mut head = Vec::with_capacity(512);
@@ -167,8 +176,8 @@ pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
         address: &x.api.target.address,
         head: &head,
         framing: x.req.framing,
-        body,
-        replayable: idempotent && x.req.framing == crate::http::Framing::None,
+        body: &mut capped,
+        replayable: idempotent && x.req.framing == Framing::None,
         head_request: method == "HEAD",
     };
     let (resp_head, resp_body) = match gw.upstream.send(out) {
@@ -189,8 +198,31 @@ pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
     res
 }
 
+const TOO_LARGE: &str = "Request is too large";
+
+/// A client body reader that fails past `max_request_body_size`.
+struct Capped<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+    on: bool,
+}
+
+impl Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.on {
+            self.left = self
+                .left
+                .checked_sub(n as u64)
+                .ok_or_else(|| io::Error::other(TOO_LARGE))?;
+        }
+        Ok(n)
+    }
+}
+
 fn upstream_failure(api: &ApiSpec, req: &Request, e: UpstreamError, hide: bool) -> Response {
     let (status, message) = match &e {
+        UpstreamError::ClientBody(b) if b.to_string() == TOO_LARGE => (413, TOO_LARGE),
         UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
         UpstreamError::Timeout => (504, "Upstream service reached hard timeout."),
         UpstreamError::ClientBody(_) => (499, "Client closed request"),
@@ -198,19 +230,21 @@ fn upstream_failure(api: &ApiSpec, req: &Request, e: UpstreamError, hide: bool) 
             (500, "There was a problem proxying the request")
         }
     };
-    log::error!(
-        "api {} {} {}: upstream {}: {e}",
-        api.id(),
+    let client_side = matches!(e, UpstreamError::ClientBody(_));
+    let level = if client_side {
+        log::Level::Debug
+    } else {
+        log::Level::Error
+    };
+    let (id, target) = (api.id(), &api.target.address);
+    log::log!(
+        level,
+        "api {id} {} {}: upstream {target}: {e}",
         req.method,
-        req.path,
-        api.target.address
+        req.path
     );
     let res = proxy_error(status, message, hide);
-    if matches!(e, UpstreamError::ClientBody(_)) {
-        res.with_close()
-    } else {
-        res
-    }
+    if client_side { res.with_close() } else { res }
 }
 
 #[cfg(test)]
