@@ -245,7 +245,12 @@ impl WaitingRoom {
             let _ = (&stream).write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         }
-        if stream.set_nonblocking(true).is_err() {
+        // Timeouts apply once the worker switches the socket to blocking.
+        let cfg = &self.shared.cfg;
+        let ready = stream.set_nonblocking(true).is_ok()
+            && stream.set_read_timeout(Some(cfg.body_timeout)).is_ok()
+            && stream.set_write_timeout(Some(cfg.write_timeout)).is_ok();
+        if !ready {
             return;
         }
         stream.set_nodelay(true).ok();
@@ -391,10 +396,7 @@ fn hand_back(shared: &Shared, conn: Conn) {
 /// be kept open.
 fn serve_conn(shared: &Shared, mut conn: Conn) -> Option<Conn> {
     let cfg = &shared.cfg;
-    let stream = &conn.wire.stream;
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(cfg.body_timeout)).ok()?;
-    stream.set_write_timeout(Some(cfg.write_timeout)).ok()?;
+    conn.wire.stream.set_nonblocking(false).ok()?;
     for _ in 0..cfg.max_pipelined.max(1) {
         let blank = leading_blank(conn.wire.buffered());
         conn.wire.consume(blank);

@@ -134,6 +134,8 @@ impl Upstream {
             match TcpStream::connect_timeout(&addr, self.connect_timeout) {
                 Ok(stream) => {
                     stream.set_nodelay(true).ok();
+                    stream.set_read_timeout(Some(self.response_timeout)).ok();
+                    stream.set_write_timeout(Some(self.response_timeout)).ok();
                     return Ok(Wire::new(stream));
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -152,9 +154,6 @@ impl Upstream {
         mut wire: Wire<TcpStream>,
         out: &mut Outgoing<'_>,
     ) -> Result<(ResponseHead, UpstreamBody), (UpstreamError, bool)> {
-        let stream = &wire.stream;
-        stream.set_read_timeout(Some(self.response_timeout)).ok();
-        stream.set_write_timeout(Some(self.response_timeout)).ok();
         send_request(&mut wire.stream, out.head, out.framing, out.body)?;
         let head = self.read_head(&mut wire, out.head_request)?;
         let body = UpstreamBody {
