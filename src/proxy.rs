@@ -138,6 +138,8 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
         format!("{}, {peer_ip}", prior.join(", "))
     };
     h.set("X-Forwarded-For", xff);
+    // We answer `Expect: 100-continue` ourselves and send the body at once.
+    h.remove("expect");
     if !x.api.def.proxy.preserve_host_header || !h.contains("host") {
         h.set("Host", x.api.target.authority.as_str());
     }

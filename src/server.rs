@@ -327,14 +327,12 @@ impl WaitingRoom {
             }
         }
         let ready = head_ready(conn.wire.buffered(), &self.shared.cfg.limits);
-        if closed || ready {
+        // A client that half-closed after a whole head still gets its answer.
+        if ready {
             let conn = self.remove(token);
-            if ready && !closed {
-                self.dispatch(conn);
-            } else if ready {
-                // Half-closed after a full head: still answer it.
-                self.dispatch(conn);
-            }
+            self.dispatch(conn);
+        } else if closed {
+            self.remove(token);
         }
     }
 
