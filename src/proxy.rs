@@ -144,10 +144,8 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
         h.set("Host", x.api.target.authority.as_str());
     }
     if !h.contains("user-agent") {
-        h.set(
-            "User-Agent",
-            concat!("Gatehouse/", env!("CARGO_PKG_VERSION")),
-        );
+        // Tyk's product token, as upstreams behind Tyk expect (CONTRACT §3.3).
+        h.set("User-Agent", concat!("Tyk/v", env!("CARGO_PKG_VERSION")));
     }
     h
 }

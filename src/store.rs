@@ -4,7 +4,9 @@
 //! the project that imports sled. Keys use Tyk's names (`apikey-…`,
 //! `quota-…`). Caching and meaning belong to the callers.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::Error;
 
@@ -25,14 +27,26 @@ pub trait Store: Send + Sync {
 }
 
 /// The embedded sled store.
+///
+/// sled recovers from a damaged log by silently dropping everything after
+/// the first bad checksum. To never start on such a store, every write
+/// also bumps a sequence number kept inside sled (`SEQ_KEY`, same batch)
+/// and, once flushed, in a small file beside it (`SEQ_FILE`). At open, a
+/// store whose sequence is behind the file lost acknowledged writes.
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
+    /// The last sequence number written; its lock orders all writes.
+    seq: Mutex<u64>,
 }
+
+const SEQ_KEY: &str = "gatehouse-seq";
+const SEQ_FILE: &str = "gatehouse.seq";
 
 impl SledStore {
     /// Opens (or creates) the store at `path`. A store locked by another
-    /// process or a corrupt one is an error: we never start empty instead.
+    /// process, or a corrupt one, is an error: we never start on a store
+    /// that lost acknowledged writes.
     pub fn open(path: &Path) -> Result<SledStore, Error> {
         std::fs::create_dir_all(path).map_err(|e| Error::Store {
             path: path.to_path_buf(),
@@ -42,10 +56,31 @@ impl SledStore {
             .path(path)
             .open()
             .map_err(|e| open_error(path, e))?;
-        Ok(SledStore {
+        let store = SledStore {
             db,
             path: path.to_path_buf(),
-        })
+            seq: Mutex::new(0),
+        };
+        let inside = store.stored_seq()?;
+        let acknowledged = read_seq_file(path);
+        if acknowledged > inside {
+            return Err(Error::Store {
+                path: path.to_path_buf(),
+                message: format!(
+                    "corrupt: it holds writes up to #{inside} but #{acknowledged} was acknowledged; \
+                     refusing to start with lost data (restore a backup, or move the directory away to start empty)"
+                ),
+            });
+        }
+        *store.seq.lock().unwrap_or_else(|e| e.into_inner()) = inside;
+        Ok(store)
+    }
+
+    fn stored_seq(&self) -> Result<u64, Error> {
+        let raw = self.db.get(SEQ_KEY).map_err(|e| self.fail(e))?;
+        Ok(raw
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     fn fail(&self, e: sled::Error) -> Error {
@@ -55,9 +90,35 @@ impl SledStore {
         }
     }
 
-    fn durable(&self) -> Result<(), Error> {
-        self.db.flush().map(drop).map_err(|e| self.fail(e))
+    /// Applies `batch` with the next sequence number, flushes, then
+    /// records the number beside the store.
+    fn commit(&self, mut batch: sled::Batch) -> Result<(), Error> {
+        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        let next = *seq + 1;
+        batch.insert(SEQ_KEY, &next.to_be_bytes());
+        self.db.apply_batch(batch).map_err(|e| self.fail(e))?;
+        self.db.flush().map_err(|e| self.fail(e))?;
+        *seq = next;
+        write_seq_file(&self.path, next).map_err(|e| Error::Store {
+            path: self.path.clone(),
+            message: format!("cannot record write #{next}: {e}"),
+        })
     }
+}
+
+fn read_seq_file(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(SEQ_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_seq_file(dir: &Path, seq: u64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SEQ_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(seq.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SEQ_FILE))
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {
@@ -65,10 +126,7 @@ fn open_error(path: &Path, e: sled::Error) -> Error {
         sled::Error::Io(io) if io.to_string().contains("lock") => {
             format!("locked by another process (is another gateway running on this store?): {io}")
         }
-        sled::Error::Corruption { .. } => {
-            format!("corrupt, refusing to start with an empty store: {e}")
-        }
-        other => format!("cannot open: {other}"),
+        other => format!("corrupt or unreadable, refusing to start: {other}"),
     };
     Error::Store {
         path: path.to_path_buf(),
@@ -83,8 +141,9 @@ impl Store for SledStore {
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        self.db.insert(key, value).map_err(|e| self.fail(e))?;
-        self.durable()
+        let mut batch = sled::Batch::default();
+        batch.insert(key, value);
+        self.commit(batch)
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error> {
@@ -92,14 +151,15 @@ impl Store for SledStore {
         for (k, v) in entries {
             batch.insert(k.as_str(), v.as_slice());
         }
-        self.db.apply_batch(batch).map_err(|e| self.fail(e))?;
-        self.durable()
+        self.commit(batch)
     }
 
     fn delete(&self, key: &str) -> Result<bool, Error> {
-        let old = self.db.remove(key).map_err(|e| self.fail(e))?;
-        self.durable()?;
-        Ok(old.is_some())
+        let existed = self.db.contains_key(key).map_err(|e| self.fail(e))?;
+        let mut batch = sled::Batch::default();
+        batch.remove(key);
+        self.commit(batch)?;
+        Ok(existed)
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
@@ -112,7 +172,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), Error> {
-        self.durable()
+        self.db.flush().map(drop).map_err(|e| self.fail(e))
     }
 }
 
@@ -143,6 +203,19 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec!["apikey-b"]);
+    }
+
+    #[test]
+    fn a_store_behind_its_acknowledged_writes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.set("apikey-a", b"1").unwrap();
+        }
+        // Pretend a later write was acknowledged and then lost.
+        write_seq_file(dir.path(), 5).unwrap();
+        let err = SledStore::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 
     #[test]

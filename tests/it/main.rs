@@ -1,0 +1,17 @@
+//! Black-box tests: each starts the real `gatehouse` binary on an ephemeral
+//! port with a fresh temp store, against local mock upstreams. One
+//! behaviour per test, named for it. Run with
+//! `cargo test --test it -- --test-threads=2`.
+
+mod support;
+
+mod admin_apis;
+mod admin_keys;
+mod config;
+mod durability;
+mod errors;
+mod health;
+mod limits;
+mod proxy;
+mod versions;
+mod walkthrough;
