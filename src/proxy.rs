@@ -225,7 +225,11 @@ fn upstream_failure(api: &ApiSpec, req: &Request, e: UpstreamError, hide: bool) 
         UpstreamError::ClientBody(b) if b.to_string() == TOO_LARGE => (413, TOO_LARGE),
         UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
         UpstreamError::Timeout => (504, "Upstream service reached hard timeout."),
-        UpstreamError::ClientBody(_) => (499, "Client closed request"),
+        UpstreamError::ClientBody(b) => match b.kind() {
+            io::ErrorKind::InvalidData => (400, "Bad Request"),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (408, "Request Timeout"),
+            _ => (499, "Client closed request"),
+        },
         UpstreamError::Broken(_) | UpstreamError::BadResponse(_) => {
             (500, "There was a problem proxying the request")
         }

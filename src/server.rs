@@ -35,6 +35,8 @@ const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(100);
 /// Unread request body we read and drop to keep a connection open.
 const DRAIN_LIMIT: u64 = 64 * 1024;
+/// Listen backlog asked of the kernel.
+const BACKLOG: i32 = 4096;
 /// How long shutdown waits for in-flight requests.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -47,7 +49,17 @@ pub struct Listener {
 impl Listener {
     /// Binds `addr`; port 0 binds an ephemeral port.
     pub fn bind(addr: SocketAddr, handler: Arc<dyn Handler>) -> io::Result<Listener> {
-        let socket = TcpListener::bind(addr)?;
+        let raw = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        raw.set_reuse_address(true)?;
+        raw.bind(&addr.into())?;
+        // std's backlog is 128: a burst of connects past it waits for SYN
+        // retries. The kernel caps this at somaxconn.
+        raw.listen(BACKLOG)?;
+        let socket: TcpListener = raw.into();
         socket.set_nonblocking(true)?;
         Ok(Listener { socket, handler })
     }
@@ -427,24 +439,22 @@ fn serve_one(shared: &Shared, conn: &mut Conn) -> bool {
     let version = head.request.version;
     let is_head = head.request.method == "HEAD";
     let handler = shared.handlers[conn.listener].clone();
-    let (res, body_done) = {
-        let mut body = BodyReader::new(&mut conn.wire, head.request.framing, &cfg.limits)
-            .expect_continue(head.expect_continue);
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(head.request, &mut body)));
-        let res = outcome.unwrap_or_else(|_| {
-            error!("server: handler panicked; answering 500");
-            Response::text(500, "Internal Server Error").with_close()
-        });
-        let done = body.drain(DRAIN_LIMIT);
-        (res, done)
-    };
+    let mut body = BodyReader::new(&mut conn.wire, head.request.framing, &cfg.limits)
+        .expect_continue(head.expect_continue);
+    let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(head.request, &mut body)));
+    let res = outcome.unwrap_or_else(|_| {
+        error!("server: handler panicked; answering 500");
+        Response::text(500, "Internal Server Error").with_close()
+    });
     let close = !head.keep_alive
         || res.close
-        || !body_done
+        || !body.may_drain(DRAIN_LIMIT)
         || cfg.close_connections
         || shared.shutdown.load(Ordering::SeqCst);
-    match write_response(&conn.wire.stream, res, is_head, close, version) {
-        Ok(complete) => complete && !close,
+    // Answer first: an unread body is drained afterwards, so a client that
+    // never sends it does not delay the response.
+    match write_response(body.stream(), res, is_head, close, version) {
+        Ok(complete) => complete && !close && body.drain(DRAIN_LIMIT),
         Err(e) => {
             debug!("server: writing to {} failed: {e}", conn.peer);
             false

@@ -106,7 +106,7 @@ impl Upstream {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(address)?;
         while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() < MAX_IDLE_AGE {
+            if conn.since.elapsed() < MAX_IDLE_AGE && is_quiet(&conn.wire.stream) {
                 return Some(conn.wire);
             }
         }
@@ -171,6 +171,26 @@ impl Upstream {
         wire: &mut Wire<TcpStream>,
         head_request: bool,
     ) -> Result<ResponseHead, (UpstreamError, bool)> {
+        // `proxy_default_timeout` bounds the whole head, not each read: a
+        // head dripped byte by byte still times out on time.
+        let deadline = Instant::now() + self.response_timeout;
+        let mut shortened = false;
+        let head = self.read_head_until(wire, head_request, deadline, &mut shortened);
+        if shortened {
+            wire.stream
+                .set_read_timeout(Some(self.response_timeout))
+                .ok();
+        }
+        head
+    }
+
+    fn read_head_until(
+        &self,
+        wire: &mut Wire<TcpStream>,
+        head_request: bool,
+        deadline: Instant,
+        shortened: &mut bool,
+    ) -> Result<ResponseHead, (UpstreamError, bool)> {
         loop {
             match codec::parse_response(wire.buffered(), &self.limits, head_request) {
                 Ok(Some((head, used))) => {
@@ -184,6 +204,14 @@ impl Upstream {
                 Err(e) => return Err((UpstreamError::BadResponse(e.to_string()), true)),
             }
             let started = !wire.buffered().is_empty();
+            if started {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err((UpstreamError::Timeout, true));
+                }
+                wire.stream.set_read_timeout(Some(left)).ok();
+                *shortened = true;
+            }
             match wire.fill(self.limits.max_head + 1) {
                 Ok(0) => {
                     let e =
@@ -196,6 +224,14 @@ impl Upstream {
             }
         }
     }
+}
+
+/// An idle connection is reusable only if the upstream has neither closed
+/// it nor sent bytes nobody asked for (one non-blocking peek).
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    matches!(rustix::net::recv(stream, &mut byte[..], flags), Err(e) if e == rustix::io::Errno::AGAIN)
 }
 
 pub fn is_timeout(e: &io::Error) -> bool {

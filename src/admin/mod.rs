@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::admin_error;
 use crate::gateway::Gateway;
-use crate::http::{Request, Response};
+use crate::http::{Framing, Request, Response};
 
 /// What the admin handlers get: the request, its path segments after
 /// `/tyk/`, and the body.
@@ -27,6 +27,9 @@ impl Call<'_> {
     /// The body, at most `admin_max_body` bytes; Err is the response to send.
     pub fn read_body(&mut self) -> Result<Vec<u8>, Response> {
         let max = self.gw.config.admin_max_body;
+        if matches!(self.req.framing, Framing::Length(n) if n > max) {
+            return Err(admin_error(413, "Request body too large").with_close());
+        }
         let mut buf = Vec::new();
         let read = self.body.take(max + 1).read_to_end(&mut buf);
         match read {

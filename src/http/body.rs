@@ -8,6 +8,11 @@ use std::io::{self, Read, Write};
 use super::codec::Limits;
 use super::message::Framing;
 
+/// Most bytes one `fill` reads.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffer capacity an empty `Wire` keeps between messages.
+const KEEP_CAPACITY: usize = 8 * 1024;
+
 /// A stream plus the bytes already read from it but not yet consumed.
 pub struct Wire<S> {
     pub stream: S,
@@ -35,6 +40,9 @@ impl<S: Read> Wire<S> {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf.shrink_to(KEEP_CAPACITY);
+            }
         }
     }
 
@@ -45,18 +53,19 @@ impl<S: Read> Wire<S> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let room = cap.saturating_sub(self.buf.len()).min(64 * 1024);
+        let room = cap.saturating_sub(self.buf.len()).min(READ_CHUNK);
         if room == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "read-ahead limit reached",
             ));
         }
-        let old = self.buf.len();
-        self.buf.resize(old + room, 0);
-        let got = self.stream.read(&mut self.buf[old..]);
-        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
-        got
+        // Read into the stack and append: the buffer grows only by what
+        // arrives, so a thousand idle connections stay small.
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.stream.read(&mut chunk[..room])?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
     }
 
     /// Reads until `ready(buffered)` holds or EOF; false on EOF.
@@ -99,6 +108,9 @@ enum State {
     /// Until the peer closes.
     UntilClose,
     Done,
+    /// A read failed (framing error, timeout, EOF): the body can never be
+    /// finished and the connection must close.
+    Failed,
 }
 
 /// Decodes one body from a wire. `Read` yields the payload; errors of kind
@@ -144,12 +156,31 @@ impl<'a, S: Read + Write> BodyReader<'a, S> {
         self.state == State::Done
     }
 
+    /// The stream under the body, to answer on while the body is unread.
+    pub fn stream(&self) -> &S {
+        &self.wire.stream
+    }
+
+    /// Whether `drain(max)` can possibly finish: the body is done, or what
+    /// is left is not known to be larger than `max` and may still be read.
+    pub fn may_drain(&self, max: u64) -> bool {
+        match self.state {
+            State::Done => true,
+            State::Failed | State::UntilClose => false,
+            State::Data {
+                left,
+                chunked: false,
+            } => left <= max && !self.continue_pending,
+            _ => !self.continue_pending,
+        }
+    }
+
     /// Reads and drops what is left, up to `max` bytes; true if it finished.
     pub fn drain(&mut self, max: u64) -> bool {
         if self.is_done() {
             return true;
         }
-        if self.continue_pending {
+        if self.continue_pending || self.state == State::Failed {
             return false;
         }
         let mut sink = [0u8; 8192];
@@ -260,13 +291,27 @@ impl<'a, S: Read + Write> BodyReader<'a, S> {
 
 impl<S: Read + Write> Read for BodyReader<'_, S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let result = self.read_inner(out);
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        result
+    }
+}
+
+impl<S: Read + Write> BodyReader<'_, S> {
+    fn read_inner(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
+        }
+        if self.state == State::Failed {
+            return Err(invalid("body already failed"));
         }
         self.send_continue()?;
         loop {
             let n = match self.state {
                 State::Done => return Ok(0),
+                State::Failed => return Err(invalid("body already failed")),
                 State::Data { left, chunked } => self.read_data(out, left, chunked)?,
                 State::UntilClose => {
                     let n = self.wire.read_some(out)?;
@@ -444,6 +489,17 @@ mod tests {
         }
         let long_ext = format!("3;{}\r\nabc\r\n0\r\n\r\n", "e".repeat(5000));
         assert!(decode(&long_ext, Framing::Chunked).is_err());
+    }
+
+    #[test]
+    fn a_failed_body_stays_failed() {
+        let limits = Limits::default();
+        let mut w = wire("+3\r\nabc\r\n0\r\n\r\n");
+        let mut body = BodyReader::new(&mut w, Framing::Chunked, &limits);
+        let mut buf = [0u8; 16];
+        assert!(body.read(&mut buf).is_err());
+        assert!(body.read(&mut buf).is_err());
+        assert!(!body.drain(1024));
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub struct GatewayBuilder {
     files: Vec<(PathBuf, Vec<u8>)>,
     apps_dir: bool,
     cwd: Option<PathBuf>,
+    nofile: Option<u64>,
 }
 
 impl Default for GatewayBuilder {
@@ -109,6 +110,7 @@ impl Default for GatewayBuilder {
             files: Vec::new(),
             apps_dir: true,
             cwd: None,
+            nofile: None,
         }
     }
 }
@@ -161,6 +163,13 @@ impl GatewayBuilder {
     /// The child's working directory (default: the temp dir).
     pub fn cwd(mut self, cwd: PathBuf) -> Self {
         self.cwd = Some(cwd);
+        self
+    }
+
+    /// Start the child under `sh -c 'ulimit -n N && exec …'` (soft and hard
+    /// open-file limit N).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
         self
     }
 
@@ -225,6 +234,7 @@ impl GatewayBuilder {
         } else {
             SECRET.to_string()
         };
+        let nofile = self.nofile;
         let (dir, conf_path, cwd, expect) = self.prepare();
         let mut gw = Gateway {
             child: None,
@@ -238,6 +248,7 @@ impl GatewayBuilder {
             logs: Arc::new(Mutex::new(Vec::new())),
             stderr_thread: None,
             expect,
+            nofile,
         };
         match gw.launch() {
             Ok(()) => Ok(gw),
@@ -271,6 +282,8 @@ pub struct Gateway {
     logs: Arc<Mutex<Vec<String>>>,
     stderr_thread: Option<JoinHandle<()>>,
     expect: Expect,
+    /// `ulimit -n` for the child, when set.
+    nofile: Option<u64>,
 }
 
 /// `listening on ADDR (WHAT)` → (addr, what).
@@ -301,7 +314,18 @@ impl Gateway {
     fn launch(&mut self) -> Result<(), ExitStatus> {
         assert!(self.child.is_none(), "gateway already running");
         let dir = self.dir.as_ref().unwrap().path().to_path_buf();
-        let mut child = Command::new(bin())
+        let mut command = match self.nofile {
+            // `exec` keeps the pid, so `pid()` is the gateway's.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .arg("--conf")
             .arg(&self.conf_path)
             .env("RUST_LOG", "info")

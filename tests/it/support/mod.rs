@@ -6,6 +6,8 @@
 
 pub mod gateway;
 pub mod http;
+pub mod probe;
+pub mod scripted;
 pub mod upstream;
 
 use std::net::TcpListener;
