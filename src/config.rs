@@ -94,6 +94,7 @@ pub struct RawServer {
     pub connect_timeout_secs: i64,
     pub admin_max_body: i64,
     pub max_pipelined: i64,
+    pub linger_ms: Option<i64>,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -115,6 +116,9 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     pub write_timeout: Duration,
     pub max_pipelined: usize,
+    /// How long a worker waits for the next request on a connection it
+    /// just answered, while no other connection waits (0 = never).
+    pub linger: Duration,
     pub close_connections: bool,
 }
 
@@ -232,8 +236,21 @@ fn ip(file: &Path, field: &str, value: &str) -> Result<IpAddr, Error> {
         .map_err(|_| Error::config(file, field, format!("not an IP address: {value:?}")))
 }
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
+/// The longest timeout or interval any setting may ask for: larger values
+/// are certainly typos and would overflow deadline arithmetic.
+const MAX_WAIT_SECS: u64 = 7 * 24 * 3600;
+
+/// A timeout in whole seconds: >= 0, 0 means `default`, at most a week.
+fn timeout(file: &Path, field: &str, value: i64, default: u64) -> Result<Duration, Error> {
+    let n = non_negative(file, field, value, default)?;
+    if n > MAX_WAIT_SECS {
+        return Err(Error::config(
+            file,
+            field,
+            format!("must be at most {MAX_WAIT_SECS} seconds, got {n}"),
+        ));
+    }
+    Ok(Duration::from_secs(n))
 }
 
 impl RawConfig {
@@ -279,11 +296,14 @@ impl RawConfig {
             ));
         }
         let opts = &self.http_server_options;
-        let proxy_timeout = if self.proxy_default_timeout > 0.0 {
-            Duration::try_from_secs_f64(self.proxy_default_timeout)
-                .map_err(|e| Error::config(file, "proxy_default_timeout", e))?
-        } else {
-            secs(30)
+        let proxy_timeout = match self.proxy_default_timeout {
+            t if t > MAX_WAIT_SECS as f64 => {
+                let why = format!("must be at most {MAX_WAIT_SECS} seconds, got {t}");
+                return Err(Error::config(file, "proxy_default_timeout", why));
+            }
+            t if t > 0.0 => Duration::try_from_secs_f64(t)
+                .map_err(|e| Error::config(file, "proxy_default_timeout", e))?,
+            _ => Duration::from_secs(30),
         };
         let rate_limit_headers = match self.rate_limit_response_headers.as_str() {
             "" | "quotas" => RateLimitHeaders::Quotas,
@@ -330,12 +350,12 @@ impl RawConfig {
             .unwrap_or(usize::MAX),
             allow_master_keys: self.allow_master_keys,
             proxy_timeout,
-            connect_timeout: secs(non_negative(
+            connect_timeout: timeout(
                 file,
                 "gatehouse.connect_timeout_secs",
                 g.connect_timeout_secs,
                 5,
-            )?),
+            )?,
             enable_strict_routes: opts.enable_strict_routes,
             max_request_body_size: non_negative(
                 file,
@@ -351,19 +371,17 @@ impl RawConfig {
             )?,
             rate_limit_headers,
             health_check_path: format!("/{health}"),
-            reload_interval: secs(non_negative(
-                file,
-                "reload_interval",
-                self.reload_interval,
-                1,
-            )?),
+            reload_interval: timeout(file, "reload_interval", self.reload_interval, 1)?,
             hide_generator_header: self.hide_generator_header,
-            quota_persist_interval: Duration::from_millis(non_negative(
-                file,
-                "quota_persist_interval",
-                self.quota_persist_interval.unwrap_or(0),
-                1000,
-            )?),
+            quota_persist_interval: Duration::from_millis(
+                non_negative(
+                    file,
+                    "quota_persist_interval",
+                    self.quota_persist_interval.unwrap_or(0),
+                    1000,
+                )?
+                .min(MAX_WAIT_SECS * 1000),
+            ),
             echo_upstream,
             server,
         })
@@ -400,47 +418,46 @@ impl RawConfig {
 
     fn server_config(&self, file: &Path) -> Result<ServerConfig, Error> {
         let g = &self.gatehouse;
-        let size = |field: &str, v: i64, d: u64| -> Result<usize, Error> {
-            let n = non_negative(file, &format!("gatehouse.{field}"), v, d)?;
+        // Each size has a ceiling: some are allocated per request or thread.
+        let size = |field: &str, v: i64, d: u64, max: u64| -> Result<usize, Error> {
+            let name = format!("gatehouse.{field}");
+            let n = non_negative(file, &name, v, d)?;
+            if n > max {
+                return Err(Error::config(
+                    file,
+                    &name,
+                    format!("must be at most {max}, got {n}"),
+                ));
+            }
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         };
+        const MIB: u64 = 1024 * 1024;
         let limits = Limits {
-            max_request_line: size("max_request_line", g.max_request_line, 8 * 1024)?,
-            max_header_line: size("max_header_line", g.max_header_line, 8 * 1024)?,
-            max_head: size("max_head", g.max_head, 64 * 1024)?,
-            max_headers: size("max_headers", g.max_headers, 100)?,
-            max_chunk_ext: size("max_chunk_ext", g.max_chunk_ext, 4 * 1024)?,
+            max_request_line: size("max_request_line", g.max_request_line, 8 * 1024, MIB)?,
+            max_header_line: size("max_header_line", g.max_header_line, 8 * 1024, MIB)?,
+            max_head: size("max_head", g.max_head, 64 * 1024, 16 * MIB)?,
+            max_headers: size("max_headers", g.max_headers, 100, 10_000)?,
+            max_chunk_ext: size("max_chunk_ext", g.max_chunk_ext, 4 * 1024, MIB)?,
         };
         let opts = &self.http_server_options;
         Ok(ServerConfig {
-            workers: size("workers", g.workers, 32)?,
-            max_connections: size("max_connections", g.max_connections, 0)?,
+            workers: size("workers", g.workers, 32, 4096)?,
+            max_connections: size("max_connections", g.max_connections, 0, 10_000_000)?,
             limits,
-            head_timeout: secs(non_negative(
-                file,
-                "gatehouse.head_timeout_secs",
-                g.head_timeout_secs,
-                10,
-            )?),
-            idle_timeout: secs(non_negative(
-                file,
-                "gatehouse.idle_timeout_secs",
-                g.idle_timeout_secs,
-                75,
-            )?),
-            body_timeout: secs(non_negative(
-                file,
-                "gatehouse.body_timeout_secs",
-                g.body_timeout_secs,
-                30,
-            )?),
-            write_timeout: secs(non_negative(
+            head_timeout: timeout(file, "gatehouse.head_timeout_secs", g.head_timeout_secs, 10)?,
+            idle_timeout: timeout(file, "gatehouse.idle_timeout_secs", g.idle_timeout_secs, 75)?,
+            body_timeout: timeout(file, "gatehouse.body_timeout_secs", g.body_timeout_secs, 30)?,
+            write_timeout: timeout(
                 file,
                 "http_server_options.write_timeout",
                 opts.write_timeout,
                 120,
-            )?),
-            max_pipelined: size("max_pipelined", g.max_pipelined, 8)?,
+            )?,
+            max_pipelined: size("max_pipelined", g.max_pipelined, 8, 1024)?,
+            linger: Duration::from_millis(match g.linger_ms {
+                Some(ms) => non_negative(file, "gatehouse.linger_ms", ms, 0)?.min(1000),
+                None => 2,
+            }),
             close_connections: self.close_connections,
         })
     }
@@ -497,6 +514,31 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("http_server_options.read_timeout"), "{text}");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn oversized_limits_are_refused_by_name() {
+        let err = load_str(
+            "tyk.conf",
+            r#"{"gatehouse": {"max_headers": 100000000000}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`gatehouse.max_headers`: must be at most 10000"),
+            "{err}"
+        );
+        let err = load_str("tyk.conf", r#"{"proxy_default_timeout": 1e12}"#).unwrap_err();
+        assert!(err.to_string().contains("`proxy_default_timeout`"), "{err}");
+        let err = load_str(
+            "tyk.conf",
+            r#"{"gatehouse": {"head_timeout_secs": 99999999999}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`gatehouse.head_timeout_secs`"),
+            "{err}"
+        );
     }
 
     #[test]

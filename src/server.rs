@@ -99,6 +99,8 @@ struct Shared {
     shutdown: Arc<AtomicBool>,
     open: Arc<AtomicUsize>,
     busy: AtomicUsize,
+    /// Connections handed to workers and not yet picked up.
+    queued: AtomicUsize,
     back: Mutex<Sender<Conn>>,
     waker: Waker,
 }
@@ -124,6 +126,7 @@ pub fn serve(
         shutdown,
         open: Arc::new(AtomicUsize::new(0)),
         busy: AtomicUsize::new(0),
+        queued: AtomicUsize::new(0),
         back: Mutex::new(back_tx),
         waker,
     });
@@ -299,8 +302,10 @@ impl WaitingRoom {
 
     fn dispatch(&mut self, conn: Conn) {
         self.shared.busy.fetch_add(1, Ordering::SeqCst);
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
         if self.jobs.send(conn).is_err() {
             self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -383,6 +388,7 @@ fn worker(shared: &Arc<Shared>, jobs: &Arc<Mutex<Receiver<Conn>>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(conn) = next else { return };
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
         if let Some(conn) = serve_conn(shared, conn) {
             hand_back(shared, conn);
         }
@@ -404,20 +410,56 @@ fn hand_back(shared: &Shared, conn: Conn) {
 
 /// Serves the buffered request(s) of a connection. Returns it when it may
 /// be kept open.
+///
+/// After answering, while no other connection waits for a worker, the
+/// worker lingers briefly for the client's next request on this one: a
+/// busy keep-alive connection then costs a poll and a read per request
+/// instead of a round trip through the waiting room. Only an empty buffer
+/// lingers, so a client dripping a head never holds a worker.
 fn serve_conn(shared: &Shared, mut conn: Conn) -> Option<Conn> {
     let cfg = &shared.cfg;
     conn.wire.stream.set_nonblocking(false).ok()?;
-    for _ in 0..cfg.max_pipelined.max(1) {
+    let mut pipelined = 0;
+    loop {
         let blank = leading_blank(conn.wire.buffered());
         conn.wire.consume(blank);
-        if !head_ready(conn.wire.buffered(), &cfg.limits) {
-            break;
+        if head_ready(conn.wire.buffered(), &cfg.limits) {
+            if pipelined >= cfg.max_pipelined.max(1) {
+                return Some(conn);
+            }
+            if !serve_one(shared, &mut conn) {
+                return None;
+            }
+            pipelined += 1;
+            continue;
         }
-        if !serve_one(shared, &mut conn) {
-            return None;
+        let others_wait = shared.queued.load(Ordering::SeqCst) > 0;
+        let stopping = shared.shutdown.load(Ordering::SeqCst);
+        if others_wait
+            || stopping
+            || !conn.wire.buffered().is_empty()
+            || !readable_within(&conn.wire.stream, cfg.linger)
+        {
+            return Some(conn);
+        }
+        match conn.wire.fill(cfg.limits.max_head + 1) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => pipelined = 0,
         }
     }
-    Some(conn)
+}
+
+/// Waits up to `linger` for `stream` to become readable (one poll).
+fn readable_within(stream: &TcpStream, linger: Duration) -> bool {
+    if linger.is_zero() {
+        return false;
+    }
+    let timeout = rustix::event::Timespec::try_from(linger).ok();
+    let mut fds = [rustix::event::PollFd::new(
+        stream,
+        rustix::event::PollFlags::IN,
+    )];
+    matches!(rustix::event::poll(&mut fds, timeout.as_ref()), Ok(n) if n > 0)
 }
 
 /// Serves one request; false when the connection must close.
