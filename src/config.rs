@@ -95,6 +95,7 @@ pub struct RawServer {
     pub admin_max_body: i64,
     pub max_pipelined: i64,
     pub linger_ms: Option<i64>,
+    pub session_cache: i64,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -151,6 +152,8 @@ pub struct Config {
     pub reload_interval: Duration,
     pub hide_generator_header: bool,
     pub quota_persist_interval: Duration,
+    /// Sessions kept decoded in memory (the rest are read from the store).
+    pub session_cache: usize,
     pub echo_upstream: Option<SocketAddr>,
     pub server: ServerConfig,
 }
@@ -383,6 +386,13 @@ impl RawConfig {
                 .min(MAX_WAIT_SECS * 1000),
             ),
             echo_upstream,
+            session_cache: usize::try_from(non_negative(
+                file,
+                "gatehouse.session_cache",
+                g.session_cache,
+                10_000,
+            )?)
+            .unwrap_or(usize::MAX),
             server,
         })
     }

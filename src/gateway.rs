@@ -43,13 +43,9 @@ impl Gateway {
     /// Opens the store, loads sessions and APIs.
     pub fn open(config: Config) -> Result<Arc<Gateway>, Error> {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path)?);
-        let sessions = Sessions::load(store.clone())?;
+        let sessions = Sessions::new(store.clone(), config.session_cache);
         let quotas = Quotas::load(store.clone())?;
-        info!(
-            "store {}: {} keys",
-            config.store_path.display(),
-            sessions.len()
-        );
+        info!("store {}: opened", config.store_path.display());
         let registry = Registry::load_dir(&config.app_path, config.enable_strict_routes);
         info!(
             "apis: {} loaded from {}",

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::keyid::{hash_str, token, token_org};
 use crate::session::Session;
 use crate::sessions::Sessions;
@@ -45,26 +46,33 @@ pub fn candidates(cfg: &Config, id: &str, org: &str) -> Vec<String> {
     out
 }
 
-/// Finds the session for key id `id` in `org`.
-pub fn find(cfg: &Config, sessions: &Sessions, id: &str, org: &str) -> Option<Found> {
-    candidates(cfg, id, org).into_iter().find_map(|key_id| {
+/// Finds the session for key id `id` in `org`. Err: the store failed.
+pub fn find(
+    cfg: &Config,
+    sessions: &Sessions,
+    id: &str,
+    org: &str,
+) -> Result<Option<Found>, Error> {
+    for key_id in candidates(cfg, id, org) {
         let stored_id = stored_id(cfg, &key_id);
-        let session = sessions.get(&stored_id)?;
-        Some(Found {
-            key_id,
-            stored_id,
-            session,
-        })
-    })
+        if let Some(session) = sessions.get(&stored_id)? {
+            return Ok(Some(Found {
+                key_id,
+                stored_id,
+                session,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Finds a session by its stored id (`?hashed=` on the admin API).
-pub fn find_stored(sessions: &Sessions, stored_id: &str) -> Option<Found> {
-    sessions.get(stored_id).map(|session| Found {
+pub fn find_stored(sessions: &Sessions, stored_id: &str) -> Result<Option<Found>, Error> {
+    Ok(sessions.get(stored_id)?.map(|session| Found {
         key_id: stored_id.to_string(),
         stored_id: stored_id.to_string(),
         session,
-    })
+    }))
 }
 
 #[cfg(test)]

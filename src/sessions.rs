@@ -1,13 +1,15 @@
-//! Keys' sessions as the request path sees them: an in-memory map loaded
-//! from the store at start and updated by admin writes, so that looking up
-//! a key never touches the disk. Writes go to the store first (durably),
-//! then to the map. Which id a key is stored under (raw or hashed) is the
-//! caller's business (`keys`); this module only maps stored ids to sessions.
+//! Keys' sessions as the request path sees them: a bounded in-memory cache
+//! in front of the store. A hot key is answered from memory without
+//! touching the disk or decoding JSON; a cold one is read from the store
+//! once and cached. Writes go to the store first (durably), then to the
+//! cache, so memory never holds a session the store does not. Memory stays
+//! bounded however many keys the store holds. Which id a key is stored
+//! under (raw or hashed) is the caller's business (`keys`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use log::warn;
+use quick_cache::sync::Cache;
 
 use crate::error::Error;
 use crate::session::Session;
@@ -18,47 +20,52 @@ pub const PREFIX: &str = "apikey-";
 
 pub struct Sessions {
     store: Arc<dyn Store>,
-    map: RwLock<HashMap<String, Arc<Session>>>,
-    /// Serialises writers so the store and the map agree.
+    cache: Cache<String, Arc<Session>>,
+    /// Bumped by every write. A reader that filled the cache from the store
+    /// only inserts if no write happened meanwhile, so it never caches a
+    /// session older than the store's.
+    epoch: AtomicU64,
+    /// Serialises writers, and cache fills against writers.
     writer: Mutex<()>,
 }
 
+fn store_key(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
 impl Sessions {
-    /// Loads every stored session. An entry that does not parse is logged
-    /// and skipped; a store failure is an error.
-    pub fn load(store: Arc<dyn Store>) -> Result<Sessions, Error> {
-        let mut map = HashMap::new();
-        for (key, value) in store.scan(PREFIX)? {
-            let id = &key[PREFIX.len()..];
-            match serde_json::from_slice::<Session>(&value) {
-                Ok(s) => {
-                    map.insert(id.to_string(), Arc::new(s));
-                }
-                Err(e) => warn!("store: skipping unreadable session {key}: {e}"),
-            }
-        }
-        Ok(Sessions {
+    /// Sessions over `store`, caching at most `capacity` of them.
+    pub fn new(store: Arc<dyn Store>, capacity: usize) -> Sessions {
+        Sessions {
             store,
-            map: RwLock::new(map),
+            cache: Cache::new(capacity.max(16)),
+            epoch: AtomicU64::new(0),
             writer: Mutex::new(()),
-        })
+        }
     }
 
-    /// The session stored under `id`, from memory.
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The session stored under `id`: from memory when cached, else read
+    /// from the store and cached. An unreadable entry counts as absent.
+    pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, Error> {
+        if let Some(s) = self.cache.get(id) {
+            return Ok(Some(s));
+        }
+        let before = self.epoch.load(Ordering::SeqCst);
+        let Some(bytes) = self.store.get(&store_key(id))? else {
+            return Ok(None);
+        };
+        let session = match serde_json::from_slice::<Session>(&bytes) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                log::warn!("store: unreadable session {PREFIX}…: {e}");
+                return Ok(None);
+            }
+        };
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::SeqCst) == before {
+            self.cache.insert(id.to_string(), session.clone());
+        }
+        Ok(Some(session))
     }
 
     /// Stores `session` under `id` durably, then makes it visible.
@@ -68,37 +75,76 @@ impl Sessions {
             message: format!("cannot encode session: {e}"),
         })?;
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        self.store.set(&format!("{PREFIX}{id}"), &bytes)?;
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), Arc::new(session));
+        self.store.set(&store_key(id), &bytes)?;
+        self.cache.insert(id.to_string(), Arc::new(session));
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// Removes the session stored under `id`; false when there was none.
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let stored = self.store.delete(&format!("{PREFIX}{id}"))?;
-        let cached = self
-            .map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
-            .is_some();
-        Ok(stored || cached)
+        let existed = self.store.delete(&store_key(id))?;
+        self.cache.remove(id);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        Ok(existed)
     }
 
-    /// Stored ids, sorted.
-    pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        ids.sort();
-        ids
+    /// Every stored id, in order (read from the store).
+    pub fn ids(&self) -> Result<Vec<String>, Error> {
+        let entries = self.store.scan(PREFIX)?;
+        Ok(entries
+            .into_iter()
+            .map(|(k, _)| k[PREFIX.len()..].to_string())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn sessions(dir: &std::path::Path, capacity: usize) -> Sessions {
+        Sessions::new(Arc::new(SledStore::open(dir).unwrap()), capacity)
+    }
+
+    #[test]
+    fn writes_are_read_back_past_the_cache_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path(), 16);
+        for i in 0..100 {
+            let session = Session {
+                alias: format!("k{i}"),
+                ..Session::default()
+            };
+            s.put(&format!("id{i}"), session).unwrap();
+        }
+        for i in 0..100 {
+            let got = s.get(&format!("id{i}")).unwrap().expect("stored");
+            assert_eq!(got.alias, format!("k{i}"));
+        }
+        assert_eq!(s.ids().unwrap().len(), 100);
+    }
+
+    #[test]
+    fn removed_sessions_are_gone_from_cache_and_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path(), 16);
+        s.put("a", Session::default()).unwrap();
+        assert!(s.get("a").unwrap().is_some());
+        assert!(s.remove("a").unwrap());
+        assert!(s.get("a").unwrap().is_none());
+        assert!(!s.remove("a").unwrap());
+    }
+
+    #[test]
+    fn a_new_instance_reads_what_an_old_one_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = sessions(dir.path(), 16);
+            s.put("a", Session::default()).unwrap();
+        }
+        assert!(sessions(dir.path(), 16).get("a").unwrap().is_some());
     }
 }

@@ -41,6 +41,7 @@ pub struct SledStore {
 }
 
 const SEQ_KEY: &str = "gatehouse-seq";
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const SEQ_FILE: &str = "gatehouse.seq";
 
 impl SledStore {
@@ -52,8 +53,11 @@ impl SledStore {
             path: path.to_path_buf(),
             message: format!("cannot create the store directory: {e}"),
         })?;
+        // sled caches up to 1 GiB by default; the hot keys live in our own
+        // session cache, so a small page cache keeps the process small.
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| open_error(path, e))?;
         let store = SledStore {

@@ -137,17 +137,25 @@ pub fn add(call: &mut Call<'_>, name: Option<&str>) -> Response {
 }
 
 /// Resolves the path id: by stored id with `?hashed=`, else §1.4.
-fn lookup(call: &Call<'_>, id: &str, org: &str) -> Option<Found> {
+/// Err is the response for a store failure; `missing` the 404 message.
+fn lookup(call: &Call<'_>, id: &str, org: &str, missing: &str) -> Result<Found, Response> {
     let cfg = &call.gw.config;
     let sessions = &call.gw.sessions;
-    if !call.query("hashed").is_empty() {
-        return keys::find_stored(sessions, id);
+    let found = if !call.query("hashed").is_empty() {
+        keys::find_stored(sessions, id)
+    } else {
+        match keys::find(cfg, sessions, id, org) {
+            Ok(None) if !cfg.hash_key_function.is_empty() => {
+                keys::find_stored(sessions, &keys::stored_id(cfg, id))
+            }
+            other => other,
+        }
+    };
+    match found {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(admin_error(404, missing)),
+        Err(e) => Err(store_failure(&e, "Failed to read the key")),
     }
-    keys::find(cfg, sessions, id, org).or_else(|| {
-        (!cfg.hash_key_function.is_empty())
-            .then(|| keys::find_stored(sessions, &keys::stored_id(cfg, id)))
-            .flatten()
-    })
 }
 
 /// The org a path id is resolved in: `org_id`, else the `api_id`'s org.
@@ -173,8 +181,9 @@ pub fn update(call: &mut Call<'_>, id: &str) -> Response {
     let Some(mut session) = parse_session(&body) else {
         return admin_error(400, "Request malformed");
     };
-    let Some(found) = lookup(call, id, &session.org_id) else {
-        return admin_error(404, "Key is not found");
+    let found = match lookup(call, id, &session.org_id, "Key is not found") {
+        Ok(f) => f,
+        Err(res) => return res,
     };
     let old = &found.session;
     session.date_created = old.date_created.clone();
@@ -215,8 +224,9 @@ pub fn get(call: &Call<'_>, id: &str) -> Response {
     if !call.query("hashed").is_empty() && !call.gw.config.hash_keys {
         return admin_error(400, "Key requested by hash but key hashing is not enabled");
     }
-    let Some(found) = lookup(call, id, &request_org(call)) else {
-        return admin_error(404, "Key not found");
+    let found = match lookup(call, id, &request_org(call), "Key not found") {
+        Ok(f) => f,
+        Err(res) => return res,
     };
     let mut session = (*found.session).clone();
     session.basic_auth_data.password.clear();
@@ -258,8 +268,9 @@ fn overlay_quotas(call: &Call<'_>, stored: &str, s: &mut Session) {
 
 /// `DELETE /tyk/keys/{id}`.
 pub fn delete(call: &Call<'_>, id: &str) -> Response {
-    let Some(found) = lookup(call, id, &request_org(call)) else {
-        return admin_error(404, "There is no such key found");
+    let found = match lookup(call, id, &request_org(call), "There is no such key found") {
+        Ok(f) => f,
+        Err(res) => return res,
     };
     if let Err(e) = call.gw.quotas.reset(&found.stored_id) {
         return store_failure(&e, "Failed to remove the key");
@@ -295,10 +306,11 @@ pub fn list(call: &Call<'_>) -> Response {
             "The 'filter' parameter (Org ID) is required when filtering by 'api_id' in legacy mode",
         );
     }
-    let ids: Vec<String> = call
-        .gw
-        .sessions
-        .ids()
+    let ids = match call.gw.sessions.ids() {
+        Ok(ids) => ids,
+        Err(e) => return store_failure(&e, "Failed to list keys"),
+    };
+    let ids: Vec<String> = ids
         .into_iter()
         .filter(|id| {
             filter.is_empty() || id.starts_with(&filter) || crate::keyid::token_org(id) == filter

@@ -19,12 +19,16 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     }
     let org = &x.api.def.org_id;
     match keys::find(&x.gw.config, &x.gw.sessions, &key, org) {
-        Some(found) => {
+        Err(e) => {
+            log::error!("api {}: cannot read keys: {e}", x.api.id());
+            x.reject(500, "There was a problem authorising the key")
+        }
+        Ok(Some(found)) => {
             x.session = Some(found.session);
             x.stored_id = found.stored_id;
             Flow::Continue
         }
-        None => {
+        Ok(None) => {
             log::debug!("api {}: unknown key", x.api.id());
             x.reject(403, DISALLOWED)
         }
