@@ -204,8 +204,8 @@ pub fn parse_request(
     let Some(end) = complete_head(buf, limits, true)? else {
         return Ok(None);
     };
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
+    let mut slots = HeaderSlots::new(limits.max_headers);
+    let mut req = httparse::Request::new(slots.get());
     match req.parse(&buf[..end]) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
@@ -252,6 +252,34 @@ pub fn parse_request(
         expect_continue,
     };
     Ok(Some((head, end)))
+}
+
+/// Room for httparse's header slices: on the stack for the usual limits,
+/// on the heap only for a configured limit above `STACK_SLOTS`. The size
+/// difference is the point: this lives on the stack for one parse.
+#[allow(clippy::large_enum_variant)]
+enum HeaderSlots<'a> {
+    Stack([httparse::Header<'a>; STACK_SLOTS], usize),
+    Heap(Vec<httparse::Header<'a>>),
+}
+
+const STACK_SLOTS: usize = 128;
+
+impl<'a> HeaderSlots<'a> {
+    fn new(n: usize) -> HeaderSlots<'a> {
+        if n <= STACK_SLOTS {
+            HeaderSlots::Stack([httparse::EMPTY_HEADER; STACK_SLOTS], n)
+        } else {
+            HeaderSlots::Heap(vec![httparse::EMPTY_HEADER; n])
+        }
+    }
+
+    fn get(&mut self) -> &mut [httparse::Header<'a>] {
+        match self {
+            HeaderSlots::Stack(slots, n) => &mut slots[..*n],
+            HeaderSlots::Heap(v) => v,
+        }
+    }
 }
 
 /// 505 for `METHOD SP target SP HTTP/d.d`, 400 for anything else.
@@ -415,8 +443,8 @@ pub fn parse_response(
     let Some(end) = complete_head(buf, limits, false)? else {
         return Ok(None);
     };
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut res = httparse::Response::new(&mut slots);
+    let mut slots = HeaderSlots::new(limits.max_headers);
+    let mut res = httparse::Response::new(slots.get());
     match res.parse(&buf[..end]) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
