@@ -6,14 +6,14 @@
 //! runs the listener's handler with a body reader, writes the response,
 //! serves any pipelined requests, and hands the connection back.
 
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -101,7 +101,9 @@ struct Shared {
     busy: AtomicUsize,
     /// Connections handed to workers and not yet picked up.
     queued: AtomicUsize,
-    back: Mutex<Sender<Conn>>,
+    /// Workers waiting for a connection.
+    idle: AtomicUsize,
+    back: Sender<Conn>,
     waker: Waker,
 }
 
@@ -119,7 +121,7 @@ pub fn serve(
         "server: {} workers, at most {max_open} connections",
         cfg.workers
     );
-    let (back_tx, back_rx) = mpsc::channel();
+    let (back_tx, back_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         handlers: listeners.iter().map(|l| l.handler.clone()).collect(),
         cfg,
@@ -127,11 +129,11 @@ pub fn serve(
         open: Arc::new(AtomicUsize::new(0)),
         busy: AtomicUsize::new(0),
         queued: AtomicUsize::new(0),
-        back: Mutex::new(back_tx),
+        idle: AtomicUsize::new(0),
+        back: back_tx,
         waker,
     });
-    let (job_tx, job_rx) = mpsc::channel::<Conn>();
-    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Conn>();
     let workers: Vec<_> = (0..shared.cfg.workers.max(1))
         .map(|i| {
             let (shared, jobs) = (shared.clone(), job_rx.clone());
@@ -384,9 +386,11 @@ impl WaitingRoom {
     }
 }
 
-fn worker(shared: &Arc<Shared>, jobs: &Arc<Mutex<Receiver<Conn>>>) {
+fn worker(shared: &Arc<Shared>, jobs: &Receiver<Conn>) {
     loop {
-        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        shared.idle.fetch_add(1, Ordering::SeqCst);
+        let next = jobs.recv();
+        shared.idle.fetch_sub(1, Ordering::SeqCst);
         let Ok(conn) = next else { return };
         shared.queued.fetch_sub(1, Ordering::SeqCst);
         if let Some(conn) = serve_conn(shared, conn) {
@@ -402,8 +406,7 @@ fn hand_back(shared: &Shared, conn: Conn) {
     if shared.shutdown.load(Ordering::SeqCst) || conn.wire.stream.set_nonblocking(true).is_err() {
         return;
     }
-    let back = shared.back.lock().unwrap_or_else(|e| e.into_inner());
-    if back.send(conn).is_ok() {
+    if shared.back.send(conn).is_ok() {
         let _ = shared.waker.wake();
     }
 }
@@ -433,7 +436,8 @@ fn serve_conn(shared: &Shared, mut conn: Conn) -> Option<Conn> {
             pipelined += 1;
             continue;
         }
-        let others_wait = shared.queued.load(Ordering::SeqCst) > 0;
+        // Others wait when more connections are queued than workers are free.
+        let others_wait = shared.queued.load(Ordering::SeqCst) > shared.idle.load(Ordering::SeqCst);
         let stopping = shared.shutdown.load(Ordering::SeqCst);
         if others_wait
             || stopping
