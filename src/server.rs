@@ -313,8 +313,10 @@ impl WaitingRoom {
 
     fn take_back(&mut self) {
         while let Ok(mut conn) = self.back.try_recv() {
-            conn.idle_since = Instant::now();
-            conn.head_started = None;
+            let now = Instant::now();
+            conn.idle_since = now;
+            // A partial head read while lingering is a head in progress.
+            conn.head_started = (!conn.wire.buffered().is_empty()).then_some(now);
             self.wait(conn);
         }
     }
