@@ -48,14 +48,22 @@ fn health(gw: &Gateway, req: &Request) -> Response {
     if req.method != "GET" {
         return admin_error(405, "Method Not Allowed");
     }
-    let store_ok = gw.store.get("gatehouse-health").is_ok();
-    let status = if store_ok { "pass" } else { "fail" };
+    // Tyk answers 200 either way; probes read `status` (and `output`).
+    let store_ok = gw.store.healthy() && gw.store.get("gatehouse-health").is_ok();
+    let (status, output) = if store_ok {
+        ("pass", "")
+    } else {
+        (
+            "fail",
+            ",\"output\":\"store writes are failing; see the log\"",
+        )
+    };
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     // Built by hand to keep Tyk's field order.
     let body = format!(
-        "{{\"status\":\"{status}\",\"version\":\"v{}\",\"description\":\"Tyk GW\",\"details\":{{\"redis\":{{\"status\":\"{status}\",\"componentType\":\"datastore\",\"time\":\"{now}\"}}}}}}",
+        "{{\"status\":\"{status}\",\"version\":\"v{}\",\"description\":\"Tyk GW\",\"details\":{{\"redis\":{{\"status\":\"{status}\"{output},\"componentType\":\"datastore\",\"time\":\"{now}\"}}}}}}",
         env!("CARGO_PKG_VERSION")
     );
     Response::bytes(200, "application/json", body + "\n")

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
 
@@ -24,6 +25,8 @@ pub trait Store: Send + Sync {
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
     /// Waits until everything written is on disk.
     fn flush(&self) -> Result<(), Error>;
+    /// False after a write failed (disk full, I/O error) until one succeeds.
+    fn healthy(&self) -> bool;
 }
 
 /// The embedded sled store.
@@ -38,6 +41,8 @@ pub struct SledStore {
     path: PathBuf,
     /// The last sequence number written; its lock orders all writes.
     seq: Mutex<u64>,
+    /// The last write failed.
+    failing: AtomicBool,
 }
 
 const SEQ_KEY: &str = "gatehouse-seq";
@@ -64,6 +69,7 @@ impl SledStore {
             db,
             path: path.to_path_buf(),
             seq: Mutex::new(0),
+            failing: AtomicBool::new(false),
         };
         let inside = store.stored_seq()?;
         let acknowledged = read_seq_file(path);
@@ -96,7 +102,13 @@ impl SledStore {
 
     /// Applies `batch` with the next sequence number, flushes, then
     /// records the number beside the store.
-    fn commit(&self, mut batch: sled::Batch) -> Result<(), Error> {
+    fn commit(&self, batch: sled::Batch) -> Result<(), Error> {
+        let result = self.commit_batch(batch);
+        self.failing.store(result.is_err(), Ordering::SeqCst);
+        result
+    }
+
+    fn commit_batch(&self, mut batch: sled::Batch) -> Result<(), Error> {
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         let next = *seq + 1;
         batch.insert(SEQ_KEY, &next.to_be_bytes());
@@ -177,6 +189,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), Error> {
         self.db.flush().map(drop).map_err(|e| self.fail(e))
+    }
+
+    fn healthy(&self) -> bool {
+        !self.failing.load(Ordering::SeqCst)
     }
 }
 

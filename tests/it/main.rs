@@ -8,6 +8,7 @@ mod support;
 mod admin_apis;
 mod admin_keys;
 mod config;
+mod disk_full;
 mod durability;
 mod edge;
 mod errors;
