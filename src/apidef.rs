@@ -157,6 +157,9 @@ pub struct AuthSource {
 pub struct Target {
     /// `host:port` to connect to.
     pub address: String,
+    /// The same as a socket address, when the host is an IP literal (no
+    /// name lookup needed).
+    pub socket: Option<std::net::SocketAddr>,
     /// The Host header value, as written in the URL.
     pub authority: String,
     pub path: String,
@@ -189,6 +192,7 @@ impl Target {
             format!("{authority}:80")
         };
         Ok(Target {
+            socket: address.parse().ok(),
             address,
             authority: authority.to_string(),
             path: path.to_string(),

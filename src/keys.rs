@@ -66,6 +66,16 @@ pub fn find(
     Ok(None)
 }
 
+/// Whether some candidate of `id` is in the session cache. Then `find`
+/// answers from memory, except in the rare case that an earlier candidate
+/// is stored but not cached (one store read). An unknown key is never
+/// cached, so looking it up always means a store read.
+pub fn any_cached(cfg: &Config, sessions: &Sessions, id: &str, org: &str) -> bool {
+    candidates(cfg, id, org)
+        .iter()
+        .any(|key_id| sessions.is_cached(&stored_id(cfg, key_id)))
+}
+
 /// Finds a session by its stored id (`?hashed=` on the admin API).
 pub fn find_stored(sessions: &Sessions, stored_id: &str) -> Result<Option<Found>, Error> {
     Ok(sessions.get(stored_id)?.map(|session| Found {

@@ -5,13 +5,15 @@
 //! headers the stages asked for). Upstream faults become Tyk's errors.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::apidef::ApiSpec;
 use crate::error::proxy_error;
-use crate::http::codec::encode_request_head;
-use crate::http::{Body, Framing, Headers, Request, Response};
+use crate::http::codec::{ResponseHead, encode_request_head};
+use crate::http::{Body, Framing, Headers, Response};
 use crate::pipeline::Exchange;
-use crate::upstream::{Outgoing, UpstreamError};
+use crate::upstream::{Outgoing, Upstream, UpstreamError};
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -150,21 +152,35 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
     h
 }
 
-/// Forwards the request and builds the client's response.
-pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
-    let gw = x.gw;
-    let hide = gw.config.hide_generator_header;
-    let max = gw.config.max_request_body_size;
+/// A request ready for its upstream, and what the client's response needs.
+pub struct Forward {
+    pub upstream: Arc<Upstream>,
+    pub address: String,
+    /// The upstream as a socket address, when the target names an IP.
+    pub socket: Option<SocketAddr>,
+    pub head: Vec<u8>,
+    pub framing: Framing,
+    /// Safe to send twice (idempotent method, no body).
+    pub replayable: bool,
+    pub head_request: bool,
+    /// Headers the stages asked for on a successful response.
+    extra: Headers,
+    close: bool,
+    hide: bool,
+    max_body: u64,
+    /// `api <id> <method> <path>`, for logs.
+    what: String,
+}
+
+/// Builds the upstream request; Err is the response for a refused body.
+pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
+    let cfg = &x.gw.config;
+    let max = cfg.max_request_body_size;
     if max > 0 && matches!(x.req.framing, Framing::Length(n) if n > max) {
-        return proxy_error(413, TOO_LARGE, hide).with_close();
+        return Err(proxy_error(413, TOO_LARGE, cfg.hide_generator_header).with_close());
     }
-    let mut capped = Capped {
-        inner: body,
-        left: max,
-        on: max > 0,
-    };
     let target = upstream_target(x.api, &x.req.path, &x.req.query, x.strip_version.as_deref());
-    let headers = upstream_headers(&x);
+    let headers = upstream_headers(x);
     let mut head = Vec::with_capacity(512);
     encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
     let method = x.req.method.as_str();
@@ -172,30 +188,99 @@ pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
         method,
         "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
     );
-    let out = Outgoing {
-        address: &x.api.target.address,
-        head: &head,
+    Ok(Forward {
+        upstream: x.gw.upstream.clone(),
+        address: x.api.target.address.clone(),
+        socket: x.api.target.socket,
+        head,
         framing: x.req.framing,
-        body: &mut capped,
         replayable: idempotent && x.req.framing == Framing::None,
         head_request: method == "HEAD",
-    };
-    let (resp_head, resp_body) = match gw.upstream.send(out) {
-        Ok(r) => r,
-        Err(e) => return upstream_failure(x.api, &x.req, e, hide),
-    };
-    let mut res = Response::new(resp_head.status);
-    res.headers = resp_head.headers;
-    strip_hop_by_hop(&mut res.headers, &[]);
-    for (name, value) in x.response_headers.iter() {
-        res.headers.set(name, value);
+        extra: x.response_headers.clone(),
+        close: cfg.server.close_connections,
+        hide: cfg.hide_generator_header,
+        max_body: max,
+        what: format!("api {} {} {}", x.api.id(), x.req.method, x.req.path),
+    })
+}
+
+impl Forward {
+    /// Sends the request (blocking) and builds the client's response.
+    pub fn send(&self, body: &mut dyn Read) -> Response {
+        let mut capped = Capped {
+            inner: body,
+            left: self.max_body,
+            on: self.max_body > 0,
+        };
+        let out = Outgoing {
+            address: &self.address,
+            head: &self.head,
+            framing: self.framing,
+            body: &mut capped,
+            replayable: self.replayable,
+            head_request: self.head_request,
+        };
+        match self.upstream.send(out) {
+            Ok((head, body)) => {
+                let len = body.declared_len();
+                self.respond(
+                    head,
+                    Body::Stream {
+                        len,
+                        source: Box::new(body),
+                    },
+                )
+            }
+            Err(e) => self.fail(e),
+        }
     }
-    res.close = gw.config.server.close_connections;
-    res.body = Body::Stream {
-        len: resp_body.declared_len(),
-        source: Box::new(resp_body),
-    };
-    res
+
+    /// The client's response to an upstream response.
+    pub fn respond(&self, head: ResponseHead, body: Body) -> Response {
+        let mut res = Response::new(head.status);
+        res.headers = head.headers;
+        strip_hop_by_hop(&mut res.headers, &[]);
+        for (name, value) in self.extra.iter() {
+            res.headers.set(name, value);
+        }
+        res.close = self.close;
+        res.body = body;
+        res
+    }
+
+    /// Tyk's answer to an upstream fault.
+    pub fn fail(&self, e: UpstreamError) -> Response {
+        let (status, message) = match &e {
+            UpstreamError::ClientBody(b) if b.to_string() == TOO_LARGE => (413, TOO_LARGE),
+            UpstreamError::ClientBody(b) => match b.kind() {
+                io::ErrorKind::InvalidData => (400, "Bad Request"),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (408, "Request Timeout"),
+                _ => (499, "Client closed request"),
+            },
+            UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
+            UpstreamError::Timeout => (504, "Upstream service reached hard timeout."),
+            UpstreamError::Broken(_) | UpstreamError::BadResponse(_) => {
+                (500, "There was a problem proxying the request")
+            }
+        };
+        let client_side = matches!(e, UpstreamError::ClientBody(_));
+        let level = if client_side {
+            log::Level::Debug
+        } else {
+            log::Level::Error
+        };
+        log::log!(level, "{}: upstream {}: {e}", self.what, self.address);
+        let res = proxy_error(status, message, self.hide);
+        if client_side { res.with_close() } else { res }
+    }
+}
+
+/// Forwards the request (blocking) and builds the client's response.
+pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
+    match plan(&x) {
+        Ok(f) => f.send(body),
+        Err(res) => res,
+    }
 }
 
 const TOO_LARGE: &str = "Request is too large";
@@ -218,37 +303,6 @@ impl Read for Capped<'_> {
         }
         Ok(n)
     }
-}
-
-fn upstream_failure(api: &ApiSpec, req: &Request, e: UpstreamError, hide: bool) -> Response {
-    let (status, message) = match &e {
-        UpstreamError::ClientBody(b) if b.to_string() == TOO_LARGE => (413, TOO_LARGE),
-        UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
-        UpstreamError::Timeout => (504, "Upstream service reached hard timeout."),
-        UpstreamError::ClientBody(b) => match b.kind() {
-            io::ErrorKind::InvalidData => (400, "Bad Request"),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (408, "Request Timeout"),
-            _ => (499, "Client closed request"),
-        },
-        UpstreamError::Broken(_) | UpstreamError::BadResponse(_) => {
-            (500, "There was a problem proxying the request")
-        }
-    };
-    let client_side = matches!(e, UpstreamError::ClientBody(_));
-    let level = if client_side {
-        log::Level::Debug
-    } else {
-        log::Level::Error
-    };
-    let (id, target) = (api.id(), &api.target.address);
-    log::log!(
-        level,
-        "api {id} {} {}: upstream {target}: {e}",
-        req.method,
-        req.path
-    );
-    let res = proxy_error(status, message, hide);
-    if client_side { res.with_close() } else { res }
 }
 
 #[cfg(test)]

@@ -68,6 +68,11 @@ impl Sessions {
         Ok(Some(session))
     }
 
+    /// Whether `id` is in memory (a `get` would not read the store).
+    pub fn is_cached(&self, id: &str) -> bool {
+        self.cache.get(id).is_some()
+    }
+
     /// Stores `session` under `id` durably, then makes it visible.
     pub fn put(&self, id: &str, session: Session) -> Result<(), Error> {
         let bytes = serde_json::to_vec(&session).map_err(|e| Error::Store {

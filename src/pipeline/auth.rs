@@ -18,7 +18,11 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
         return x.reject(403, DISALLOWED);
     }
     let org = &x.api.def.org_id;
-    match keys::find(&x.gw.config, &x.gw.sessions, &key, org) {
+    let sessions = &x.gw.sessions;
+    if x.nonblocking && !keys::any_cached(&x.gw.config, sessions, &key, org) {
+        return Flow::Defer;
+    }
+    match keys::find(&x.gw.config, sessions, &key, org) {
         Err(e) => {
             log::error!("api {}: cannot read keys: {e}", x.api.id());
             x.reject(500, "There was a problem authorising the key")

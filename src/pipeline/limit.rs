@@ -42,10 +42,11 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     let Some((limit, scope)) = limit_and_scope(x) else {
         return Flow::Continue;
     };
-    if !x.api.def.disable_rate_limit
-        && let Flow::Respond(res) = check_rate(x, &limit, &scope)
-    {
-        return Flow::Respond(res);
+    if !x.api.def.disable_rate_limit {
+        match check_rate(x, &limit, &scope) {
+            Flow::Continue => {}
+            other => return other,
+        }
     }
     check_quota(x, &limit, &scope)
 }
@@ -76,6 +77,9 @@ fn check_rate(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
             return Flow::Continue;
         }
         if retries > 0 && limit.throttle_interval > 0.0 {
+            if x.nonblocking {
+                return Flow::Defer;
+            }
             retries -= 1;
             std::thread::sleep(Duration::from_secs_f64(limit.throttle_interval.min(60.0)));
             continue;

@@ -16,13 +16,16 @@ use crate::apidef::{ApiDefinition, ApiSpec};
 use crate::error::proxy_error;
 use crate::gateway::Gateway;
 use crate::http::{Headers, Request, Response};
-use crate::proxy;
+use crate::proxy::{self, Forward};
 use crate::session::Session;
 
 /// What a stage decided.
 pub enum Flow {
     Continue,
     Respond(Response),
+    /// Only when `Exchange::nonblocking`: this request needs a worker
+    /// (a cold key, a throttle wait). Nothing has been counted yet.
+    Defer,
 }
 
 /// One step of the pipeline.
@@ -48,6 +51,8 @@ pub struct Exchange<'a> {
     pub strip_version: Option<String>,
     /// Headers to add to a successfully proxied response.
     pub response_headers: Headers,
+    /// Run on the event loop: a stage that would block defers instead.
+    pub nonblocking: bool,
 }
 
 impl Exchange<'_> {
@@ -78,8 +83,19 @@ pub fn stages_for(def: &ApiDefinition) -> Vec<Stage> {
     stages
 }
 
-/// Runs `api`'s stages on `req`, then forwards it upstream.
-pub fn run(gw: &Gateway, api: &ApiSpec, req: Request, body: &mut dyn Read) -> Response {
+/// What running the stages decided.
+pub enum Prepared {
+    /// Answered by a stage (or a 404).
+    Respond(Response),
+    /// Ready to forward.
+    Forward(Box<Forward>),
+    /// Needs a worker: run it again with `run`.
+    Defer(Request),
+}
+
+/// Runs `api`'s stages on `req` without forwarding it. With `nonblocking`,
+/// a stage that would block (store read, throttle wait) defers instead.
+pub fn prepare(gw: &Gateway, api: &ApiSpec, req: Request, nonblocking: bool) -> Prepared {
     let rest = proxy::rest_of_path(api, &req.path).to_string();
     let mut x = Exchange {
         gw,
@@ -92,11 +108,26 @@ pub fn run(gw: &Gateway, api: &ApiSpec, req: Request, body: &mut dyn Read) -> Re
         version: None,
         strip_version: None,
         response_headers: Headers::new(),
+        nonblocking,
     };
     for stage in &api.stages {
-        if let Flow::Respond(res) = stage(&mut x) {
-            return res;
+        match stage(&mut x) {
+            Flow::Continue => {}
+            Flow::Respond(res) => return Prepared::Respond(res),
+            Flow::Defer => return Prepared::Defer(x.req),
         }
     }
-    proxy::forward(x, body)
+    match proxy::plan(&x) {
+        Ok(f) => Prepared::Forward(Box::new(f)),
+        Err(res) => Prepared::Respond(res),
+    }
+}
+
+/// Runs `api`'s stages on `req`, then forwards it upstream (blocking).
+pub fn run(gw: &Gateway, api: &ApiSpec, req: Request, body: &mut dyn Read) -> Response {
+    match prepare(gw, api, req, false) {
+        Prepared::Respond(res) => res,
+        Prepared::Forward(f) => f.send(body),
+        Prepared::Defer(_) => unreachable!("blocking stages never defer"),
+    }
 }
