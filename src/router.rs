@@ -10,7 +10,7 @@ use crate::admin;
 use crate::error::{Error, admin_error};
 use crate::gateway::Gateway;
 use crate::http::{Request, Response};
-use crate::pipeline;
+use crate::pipeline::{self, Prepared};
 use crate::registry::Lookup;
 use crate::server::Handler;
 
@@ -23,6 +23,21 @@ pub struct Router {
 }
 
 impl Handler for Router {
+    fn prepare(&self, req: Request) -> Prepared {
+        let admin = self.admin
+            && (req.path == self.gw.config.health_check_path
+                || req.path == "/tyk"
+                || req.path.starts_with("/tyk/"));
+        if admin || !self.proxy {
+            return Prepared::Defer(req);
+        }
+        let registry = self.gw.registry();
+        match registry.lookup(&req.path) {
+            Some(Lookup::Api(api)) => pipeline::prepare(&self.gw, api, req, true),
+            _ => Prepared::Respond(Response::text(404, "Not Found")),
+        }
+    }
+
     fn handle(&self, req: Request, body: &mut dyn Read) -> Response {
         if self.admin {
             if req.path == self.gw.config.health_check_path {

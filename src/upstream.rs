@@ -80,6 +80,15 @@ impl Upstream {
         }
     }
 
+    /// (connect timeout, response-head timeout).
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (self.connect_timeout, self.response_timeout)
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Sends a request and reads the response head. The body comes back as
     /// a source that returns the connection to the pool once fully read.
     pub fn send(
@@ -102,7 +111,7 @@ impl Upstream {
         self.exchange(wire, &mut out).map_err(|(e, _)| e)
     }
 
-    fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
+    pub fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(address)?;
         while let Some(conn) = idle.pop() {
@@ -113,7 +122,7 @@ impl Upstream {
         None
     }
 
-    fn put_idle(&self, address: &str, wire: Wire<TcpStream>) {
+    pub fn put_idle(&self, address: &str, wire: Wire<TcpStream>) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.entry(address.to_string()).or_default();
         if idle.len() < MAX_IDLE_PER_HOST {
@@ -156,13 +165,7 @@ impl Upstream {
     ) -> Result<(ResponseHead, UpstreamBody), (UpstreamError, bool)> {
         send_request(&mut wire.stream, out.head, out.framing, out.body)?;
         let head = self.read_head(&mut wire, out.head_request)?;
-        let body = UpstreamBody {
-            wire: Some(wire),
-            framing: head.framing,
-            keep_alive: head.keep_alive,
-            address: out.address.to_string(),
-            upstream: self.clone(),
-        };
+        let body = UpstreamBody::new(wire, &head, out.address, self.clone());
         Ok((head, body))
     }
 
@@ -291,6 +294,23 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The body of the response `head` on `wire` (a connection to
+    /// `address`), returned to `upstream`'s pool once fully read.
+    pub fn new(
+        wire: Wire<TcpStream>,
+        head: &ResponseHead,
+        address: &str,
+        upstream: Arc<Upstream>,
+    ) -> UpstreamBody {
+        UpstreamBody {
+            wire: Some(wire),
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            address: address.to_string(),
+            upstream,
+        }
+    }
+
     /// The body length, when the upstream declared one.
     pub fn declared_len(&self) -> Option<u64> {
         match self.framing {
