@@ -539,3 +539,40 @@ fn active_false_api_is_still_served() {
     let gw = Gateway::start(json!({}), &[("k1", d)]);
     assert_eq!(gw.get("/inactive/x", &[]).status, 200);
 }
+
+// ---- which path serves a request (event loop or worker) ----
+
+#[test]
+fn a_target_named_by_host_name_is_served_too() {
+    // An IP target is forwarded by the event loop; a host name needs a
+    // lookup, which a worker does. Both answer the same.
+    let up = Upstream::start();
+    let target = format!("http://localhost:{}/base/", up.port());
+    let gw = Gateway::start(json!({}), &[("k1", keyless_api("k1", "/svc/", &target))]);
+    for _ in 0..3 {
+        let r = gw.get("/svc/x", &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["path"], "/base/x");
+    }
+}
+
+#[test]
+fn keep_alive_requests_alternate_between_fast_and_worker_paths() {
+    // GETs go through the event loop, a POST with a body through a worker,
+    // on one connection, in order.
+    let up = Upstream::start();
+    let gw = keyless(&up, "/svc/", "/", true);
+    let mut c = Conn::open(gw.port());
+    for i in 0..3 {
+        c.send(format!("GET /svc/get{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("GET answered");
+        assert_eq!(r.json()["path"], format!("/get{i}"));
+        c.send(
+            format!("POST /svc/post{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+                .as_bytes(),
+        );
+        let r = c.read_response(false).expect("POST answered");
+        assert_eq!(r.json()["path"], format!("/post{i}"));
+        assert_eq!(r.json()["body"], "hi");
+    }
+}
