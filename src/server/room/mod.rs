@@ -20,35 +20,16 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::http::codec::{self, head_ready, leading_blank};
-use crate::http::{Body, Framing, Response, Wire};
+use crate::http::{Framing, Response, Wire};
 use crate::pipeline::Prepared;
-use crate::proxy::Forward;
 use crate::upstream::UpstreamError;
+
+mod relay;
+
+use relay::Up;
 
 use super::worker::encode_whole;
 use super::{Conn, ConnCount, GRACE, Job, Listener, Meta, Shared, TICK, WAKER};
-
-/// Largest upstream response body the loop buffers; larger ones stream
-/// from a worker.
-const MAX_BUFFERED_BODY: usize = 64 * 1024;
-/// An upstream connection the loop is using. Idle ones live in the
-/// upstream pool shared with the workers, in blocking mode.
-struct Up {
-    wire: Wire<TcpStream>,
-    /// Still connecting (else the request is sent).
-    connecting: bool,
-    ex: Exchange,
-}
-
-/// A request the loop is forwarding.
-struct Exchange {
-    client: Token,
-    plan: Box<Forward>,
-    meta: Meta,
-    deadline: Instant,
-    /// On a reused connection (a dead one may be retried by a worker).
-    reused: bool,
-}
 
 pub(super) struct WaitingRoom {
     poll: Poll,
@@ -425,217 +406,6 @@ impl WaitingRoom {
         true
     }
 
-    /// Starts an upstream exchange on a pooled or new connection.
-    fn forward(&mut self, client: Token, plan: Box<Forward>, meta: Meta) {
-        let Some(socket) = plan.socket else {
-            let conn = self.remove(client).expect("present");
-            self.dispatch(Job::Forward(conn, meta, plan));
-            return;
-        };
-        if let Some(conn) = self.conns.get_mut(&client) {
-            conn.busy = true;
-        }
-        let (connect, respond) = plan.upstream.timeouts();
-        let now = Instant::now();
-        let (stream, connecting, reused) = match plan.upstream.take_idle(&plan.address) {
-            Some(wire) if wire.stream.set_nonblocking(true).is_ok() => {
-                (Ok(wire.stream), false, true)
-            }
-            _ => (connect_nonblocking(socket, respond), true, false),
-        };
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => return self.fail(client, &plan, meta, UpstreamError::Broken(e)),
-        };
-        if !connecting && let Err(e) = (&stream).write_all(&plan.head) {
-            return self.fail(client, &plan, meta, UpstreamError::Broken(e));
-        }
-        let token = self.token();
-        let fd = stream.as_raw_fd();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&fd), token, interest)
-        {
-            return self.fail(client, &plan, meta, UpstreamError::Broken(e));
-        }
-        let deadline = now + if connecting { connect } else { respond };
-        let ex = Exchange {
-            client,
-            plan,
-            meta,
-            deadline,
-            reused,
-        };
-        self.ups.insert(
-            token,
-            Up {
-                wire: Wire::new(stream),
-                connecting,
-                ex,
-            },
-        );
-    }
-
-    /// Answers the client with Tyk's error for an upstream fault.
-    fn fail(&mut self, client: Token, plan: &Forward, meta: Meta, e: UpstreamError) {
-        let res = plan.fail(e);
-        self.finish_client(client, res, meta);
-    }
-
-    /// Ends a client's wait on its upstream with `res`.
-    fn finish_client(&mut self, client: Token, res: Response, meta: Meta) {
-        let Some(conn) = self.conns.get_mut(&client) else {
-            return;
-        };
-        conn.busy = false;
-        if self.respond(client, res, meta) {
-            self.try_serve(client);
-        }
-    }
-
-    fn drop_up(&mut self, token: Token) -> Option<Up> {
-        let up = self.ups.remove(&token)?;
-        let fd = up.wire.stream.as_raw_fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-        Some(up)
-    }
-
-    fn upstream_event(&mut self, token: Token, readable: bool, writable: bool) {
-        let Some(up) = self.ups.get(&token) else {
-            return;
-        };
-        if up.connecting {
-            if readable || writable {
-                self.connected(token);
-            }
-        } else if readable {
-            self.response_ready(token);
-        }
-    }
-
-    fn connected(&mut self, token: Token) {
-        let up = self.ups.get_mut(&token).expect("present");
-        let stream = &up.wire.stream;
-        let error = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Some(e),
-            },
-        };
-        let error = error.or_else(|| {
-            stream.set_nodelay(true).ok();
-            (&up.wire.stream).write_all(&up.ex.plan.head).err()
-        });
-        if let Some(e) = error {
-            return self.upstream_failed(token, UpstreamError::Broken(e));
-        }
-        let (_, respond) = up.ex.plan.upstream.timeouts();
-        up.connecting = false;
-        up.ex.deadline = Instant::now() + respond;
-    }
-
-    fn response_ready(&mut self, token: Token) {
-        let up = self.ups.get_mut(&token).expect("present");
-        let limits = up.ex.plan.upstream.limits().clone();
-        let cap = limits.max_head + MAX_BUFFERED_BODY + 1;
-        let mut eof = false;
-        loop {
-            match up.wire.fill(cap) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(_) if up.wire.buffered().len() >= cap => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        let head_request = up.ex.plan.head_request;
-        let parsed = loop {
-            match codec::parse_response(up.wire.buffered(), &limits, head_request) {
-                Ok(Some((head, used))) if (100..200).contains(&head.status) => {
-                    up.wire.consume(used)
-                }
-                other => break other,
-            }
-        };
-        let (head, used) = match parsed {
-            Ok(None) if !eof => return,
-            Ok(None) => return self.upstream_gone(token),
-            Err(e) => {
-                return self.upstream_failed(token, UpstreamError::BadResponse(e.to_string()));
-            }
-            Ok(Some(found)) => found,
-        };
-        up.wire.consume(used);
-        let whole = match head.framing {
-            Framing::None => Some(0),
-            Framing::Length(n) => usize::try_from(n)
-                .ok()
-                .filter(|n| *n <= up.wire.buffered().len()),
-            Framing::Chunked | Framing::UntilClose => None,
-        };
-        let Some(len) = whole else {
-            return self.stream_from_worker(token, head);
-        };
-        let body = up.wire.buffered()[..len].to_vec();
-        up.wire.consume(len);
-        let reusable = head.keep_alive && !eof && up.wire.buffered().is_empty();
-        let Up { wire, ex, .. } = self.drop_up(token).expect("present");
-        if reusable && wire.stream.set_nonblocking(false).is_ok() {
-            ex.plan.upstream.put_idle(&ex.plan.address, wire);
-        }
-        let res = ex.plan.respond(head, Body::Bytes(body));
-        self.finish_client(ex.client, res, ex.meta);
-    }
-
-    /// The upstream closed before a whole response head.
-    fn upstream_gone(&mut self, token: Token) {
-        let Some(Up { wire, ex, .. }) = self.drop_up(token) else {
-            return;
-        };
-        if ex.reused && ex.plan.replayable && wire.buffered().is_empty() {
-            // A pooled connection the upstream had closed: a worker retries
-            // once on a fresh one, as the blocking path does.
-            if let Some(mut conn) = self.remove(ex.client) {
-                conn.busy = false;
-                self.dispatch(Job::Forward(conn, ex.meta, ex.plan));
-            }
-            return;
-        }
-        let e = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response");
-        self.fail(ex.client, &ex.plan, ex.meta, UpstreamError::Broken(e));
-    }
-
-    fn upstream_failed(&mut self, token: Token, e: UpstreamError) {
-        if let Some(Up { ex, .. }) = self.drop_up(token) {
-            self.fail(ex.client, &ex.plan, ex.meta, e);
-        }
-    }
-
-    /// A response whose body is not all here: a worker streams it.
-    fn stream_from_worker(&mut self, token: Token, head: crate::http::codec::ResponseHead) {
-        let Some(Up { wire, ex, .. }) = self.drop_up(token) else {
-            return;
-        };
-        match self.remove(ex.client) {
-            Some(mut conn) => {
-                conn.busy = false;
-                self.dispatch(Job::Stream(conn, ex.meta, ex.plan, head, wire));
-            }
-            None => drop(wire),
-        }
-    }
-
     /// Closes connections whose head is too slow or that idled too long,
     /// and fails upstream exchanges past their deadline.
     fn sweep(&mut self) {
@@ -671,25 +441,4 @@ impl WaitingRoom {
             self.upstream_failed(token, UpstreamError::Timeout);
         }
     }
-}
-
-/// Starts a non-blocking connect. Read/write timeouts are set for a worker
-/// that may take the connection over.
-fn connect_nonblocking(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_nonblocking(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    Ok(stream)
 }
