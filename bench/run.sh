@@ -1,0 +1,569 @@
+#!/usr/bin/env bash
+# Gatehouse throughput benchmark (issue 5): nginx upstream, nginx proxy_pass
+# and Gatehouse (keyless and keyed) side by side, wrk pinned to cpu 0 and
+# every server pinned to cpu 1. See bench/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SHARED=$ROOT/../shared/bench
+[[ -d $SHARED ]] && SHARED=$(cd "$SHARED" && pwd)
+NGINX_RUN=/tmp/gwbench-run          # fixed by the nginx configurations
+LOAD_CPU=0
+SERVER_CPU=1
+UP_PORT=9001
+PX_PORT=9002
+GH_PORT=9003
+
+usage() {
+    cat <<'EOF'
+Usage: bench/run.sh [options]
+
+  --conns LIST      concurrencies, comma or space separated   [1,32,128]
+  --rounds N        rounds per concurrency (variants alternate) [3]
+  --duration S      seconds per wrk run                         [10]
+  --warmup S        seconds of unmeasured load per variant and
+                    concurrency before the rounds (0 = none)    [1]
+  --quiet-wait S    before each run, wait for other processes to
+                    leave the cpus (< 10% busy); S s in total   [120]
+  --keys N          pre-load N extra keys before measuring, then
+                    restart Gatehouse on the filled store       [0]
+  --keys-timeout S  give up pre-loading after S seconds         [1800]
+  --workers N       Gatehouse worker threads ("gatehouse.workers";
+                    default: the gateway's own default)
+  --no-quota        keyed session with quota_max -1 (quota off);
+                    default is a quota too large to trip
+  --quick           smoke test: 1 round, 3 s, c=32 only
+  --no-build        use target/release/gatehouse as it is
+  --keep            keep the run directory (logs, wrk output)
+  -h, --help        this text
+EOF
+}
+
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+# ---------------------------------------------------------------- options
+CONNS= ROUNDS= DUR= WARMUP= QUIET_WAIT=120 KEYS=0 KEYS_TIMEOUT=1800 WORKERS=0 QUICK=0 BUILD=1 KEEP=0 QUOTA=1
+while (($#)); do
+    case $1 in
+        --conns) CONNS=${2:?--conns needs a list}; shift ;;
+        --rounds) ROUNDS=${2:?}; shift ;;
+        --duration) DUR=${2:?}; shift ;;
+        --warmup) WARMUP=${2:?}; shift ;;
+        --quiet-wait) QUIET_WAIT=${2:?}; shift ;;
+        --keys) KEYS=${2:?}; shift ;;
+        --keys-timeout) KEYS_TIMEOUT=${2:?}; shift ;;
+        --workers) WORKERS=${2:?}; shift ;;
+        --no-quota) QUOTA=0 ;;
+        --quick) QUICK=1 ;;
+        --no-build) BUILD=0 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+    shift
+done
+if ((QUICK)); then
+    : "${CONNS:=32}" "${ROUNDS:=1}" "${DUR:=3}"
+fi
+: "${CONNS:=1,32,128}" "${ROUNDS:=3}" "${DUR:=10}" "${WARMUP:=1}"
+CONNS=${CONNS//,/ }
+for n in $CONNS $ROUNDS $DUR $WARMUP $QUIET_WAIT $KEYS $KEYS_TIMEOUT $WORKERS; do
+    [[ $n =~ ^[0-9]+$ ]] || die "not a whole number: $n"
+done
+((ROUNDS >= 1 && DUR >= 1)) || die "--rounds and --duration must be >= 1"
+for c in $CONNS; do ((c >= 1)) || die "concurrency must be >= 1"; done
+
+# ---------------------------------------------------------------- cleanup
+RUN=
+MADE_NGINX_RUN=0
+MADE_POLICY=0
+UP_PID= PX_PID= GH_PID=
+BG_PID= BG_NAME=   # wrk or the key pre-loader while one runs
+GH_STARTS=0
+
+alive() { # true while the process exists and is not a zombie
+    local s
+    [[ -n ${1:-} ]] && s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    [[ ${s:0:1} != Z ]]
+}
+
+stop_pid() { # stop_pid PID NAME: TERM, wait up to 15 s, then KILL; exact PID only
+    local pid=$1 name=$2 i
+    alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        echo "run.sh: $name (pid $pid) ignored SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+nginx_workers() { # the worker PIDs of the nginx master $1: its children
+    local master=${1:-} f s st kids=()
+    [[ -n $master ]] || return 0
+    for f in /proc/[0-9]*/stat; do
+        s=$(cat "$f" 2>/dev/null) || continue
+        s=${s##*) }
+        read -ra st <<<"$s"
+        if [[ ${st[1]} == "$master" ]]; then f=${f#/proc/}; kids+=("${f%/stat}"); fi
+    done
+    echo "${kids[*]}"
+}
+
+bg_wait() { # bg_wait NAME OUTFILE|- CMD...: runs CMD in the background (output to
+    # OUTFILE, or ours for -) and waits for it, so that INT/TERM reach our trap
+    # at once and cleanup can stop CMD by PID
+    BG_NAME=$1
+    local out=$2
+    shift 2
+    if [[ $out == - ]]; then
+        "$@" &
+    else
+        "$@" >"$out" 2>&1 &
+    fi
+    BG_PID=$!
+    local rc=0
+    wait "$BG_PID" || rc=$?
+    BG_PID=
+    return "$rc"
+}
+
+stop_nginx() { # stop_nginx MASTER_PID NAME: master by PID, then any worker left
+    local pid=$1 name=$2 workers w
+    [[ -n $pid ]] || return 0
+    workers=$(nginx_workers "$pid")
+    stop_pid "$pid" "$name"
+    for w in $workers; do
+        if alive "$w" && [[ $(cat /proc/"$w"/comm 2>/dev/null) == nginx ]]; then
+            echo "run.sh: $name worker $w outlived its master; killing it" >&2
+            kill -KILL "$w" 2>/dev/null || true
+        fi
+    done
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [[ -n $BG_PID ]] && stop_pid "$BG_PID" "$BG_NAME"
+    [[ -n $GH_PID ]] && stop_pid "$GH_PID" gatehouse
+    [[ -n $PX_PID ]] && stop_nginx "$PX_PID" "nginx proxy"
+    [[ -n $UP_PID ]] && stop_nginx "$UP_PID" "nginx upstream"
+    if ((MADE_POLICY)); then rm -f /usr/sbin/policy-rc.d; fi
+    if ((MADE_NGINX_RUN)); then rm -rf "$NGINX_RUN"; fi
+    if [[ -n $RUN && -d $RUN ]]; then
+        if ((KEEP)); then
+            echo "run.sh: run directory kept: $RUN" >&2
+        else
+            rm -rf "$RUN"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "run.sh: interrupted" >&2; exit 130' INT
+trap 'echo "run.sh: terminated" >&2; exit 143' TERM
+
+# ---------------------------------------------------------------- tools
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+command -v taskset >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+    SUDO=
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null || die "need ${need[*]} and I am not root (no sudo)"
+        SUDO=sudo
+    fi
+    log "installing ${need[*]}"
+    # Keep the package scripts from starting a system nginx on port 80.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        MADE_POLICY=1
+    fi
+    $SUDO apt-get update -qq >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${need[@]}" >/dev/null
+    if ((MADE_POLICY)); then $SUDO rm -f /usr/sbin/policy-rc.d; MADE_POLICY=0; fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -x $NGINX ]] || die "nginx is not installed"
+command -v wrk >/dev/null || die "wrk is not installed"
+
+NCPU=$(nproc --all)
+((NCPU >= 2)) || die "needs at least 2 cpus (wrk on cpu $LOAD_CPU, servers on cpu $SERVER_CPU); found $NCPU"
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- build
+BIN=$ROOT/target/release/gatehouse
+# What the binary was built from (the repository may move on during the run).
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] &&
+    REV="$REV + uncommitted changes in src/"
+if ((BUILD)); then
+    log "building gatehouse (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+[[ -x $BIN ]] || die "no $BIN (build it, or drop --no-build)"
+((BUILD)) || REV="binary of $(date -r "$BIN" '+%F %T') (--no-build; HEAD was $REV)"
+
+# ---------------------------------------------------------------- configs
+pick_conf() { # our copy is authoritative; the shared reference is used when present
+    local name=$1
+    if [[ -f $SHARED/$name ]]; then
+        if ! cmp -s "$SHARED/$name" "$HERE/$name"; then
+            echo "run.sh: note: $SHARED/$name differs from bench/$name; using the shared one" >&2
+        fi
+        echo "$SHARED/$name"
+    else
+        echo "$HERE/$name"
+    fi
+}
+UP_CONF=$(pick_conf upstream-nginx.conf)
+PX_CONF=$(pick_conf proxy-nginx.conf)
+
+# ---------------------------------------------------------------- preflight
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $UP_PORT $PX_PORT $GH_PORT; do
+    port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark or server?)"
+done
+for f in "$NGINX_RUN"/upstream.pid "$NGINX_RUN"/proxy.pid; do
+    if [[ -f $f ]] && alive "$(cat "$f" 2>/dev/null)"; then
+        die "$f names a running process: is another benchmark running?"
+    fi
+done
+if [[ ! -d $NGINX_RUN ]]; then
+    mkdir -p "$NGINX_RUN"
+    MADE_NGINX_RUN=1
+fi
+RUN=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
+chmod 755 "$RUN"
+# Run a copy, so a rebuild in the tree during the run cannot change what we measure.
+cp "$BIN" "$RUN/gatehouse"
+BIN=$RUN/gatehouse
+
+# ---------------------------------------------------------------- estimate
+nconns=$(wc -w <<<"$CONNS")
+measure_s=$((nconns * (4 * (WARMUP + 1) + ROUNDS * 4 * (DUR + 2))))
+echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"
+echo "estimated measuring time: ~$((measure_s / 60)) min $((measure_s % 60)) s after build and server start$( ((KEYS)) && echo ", plus pre-loading $KEYS keys (at most ${KEYS_TIMEOUT} s)");"
+echo "  at most $(((measure_s + QUIET_WAIT) / 60)) min if other processes keep the cpus busy (--quiet-wait $QUIET_WAIT)"
+
+# ---------------------------------------------------------------- servers
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+
+wait_http() { # wait_http PID NAME URL LOG SECONDS
+    local pid=$1 name=$2 url=$3 logf=$4 secs=$5 i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ! alive "$pid"; then
+            echo "run.sh: $name exited during start-up; its log ($logf):" >&2
+            tail -n 30 "$logf" >&2 2>/dev/null || true
+            exit 1
+        fi
+        [[ $(http_code "$url") == 200 ]] && return 0
+        sleep 0.1
+    done
+    echo "run.sh: $name did not answer 200 on $url within $secs s; its log ($logf):" >&2
+    tail -n 30 "$logf" >&2 2>/dev/null || true
+    exit 1
+}
+
+start_nginx() { # start_nginx CONF NAME ERRLOG -> sets REPLY to the master PID
+    local conf=$1 name=$2 err=$3
+    "$NGINX" -t -q -c "$conf" -e "$err" -p "$NGINX_RUN/" >"$RUN/$name-test.log" 2>&1 ||
+        { cat "$RUN/$name-test.log" >&2; die "$name: nginx -t rejected $conf"; }
+    taskset -c "$SERVER_CPU" "$NGINX" -c "$conf" -e "$err" -p "$NGINX_RUN/" \
+        >"$RUN/$name.out" 2>&1 &
+    REPLY=$!
+}
+
+log "starting nginx upstream ($UP_CONF) on cpu $SERVER_CPU"
+start_nginx "$UP_CONF" upstream "$NGINX_RUN/upstream.err"
+UP_PID=$REPLY
+wait_http "$UP_PID" "nginx upstream" "http://127.0.0.1:$UP_PORT/" "$NGINX_RUN/upstream.err" 10
+
+log "starting nginx proxy ($PX_CONF) on cpu $SERVER_CPU"
+start_nginx "$PX_CONF" proxy "$NGINX_RUN/proxy.err"
+PX_PID=$REPLY
+wait_http "$PX_PID" "nginx proxy" "http://127.0.0.1:$PX_PORT/" "$NGINX_RUN/proxy.err" 10
+
+SECRET=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+mkdir -p "$RUN/apps"
+workers_json=
+((WORKERS)) && workers_json=", \"gatehouse\": {\"workers\": $WORKERS}"
+cat >"$RUN/tyk.conf" <<EOF
+{
+  "listen_address": "127.0.0.1",
+  "listen_port": $GH_PORT,
+  "secret": "$SECRET",
+  "app_path": "apps/",
+  "storage": {"type": "sled", "path": "store"},
+  "hash_keys": true,
+  "hash_key_function": "murmur64"$workers_json
+}
+EOF
+cat >"$RUN/apps/bench-keyed.json" <<EOF
+{
+  "name": "Bench keyed", "api_id": "bench-keyed", "org_id": "1",
+  "use_keyless": false,
+  "auth": {"auth_header_name": "Authorization"},
+  "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}},
+  "proxy": {"listen_path": "/keyed/", "target_url": "http://127.0.0.1:$UP_PORT/", "strip_listen_path": true}
+}
+EOF
+cat >"$RUN/apps/bench-open.json" <<EOF
+{
+  "name": "Bench keyless", "api_id": "bench-open", "org_id": "1",
+  "use_keyless": true,
+  "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}},
+  "proxy": {"listen_path": "/open/", "target_url": "http://127.0.0.1:$UP_PORT/", "strip_listen_path": true}
+}
+EOF
+
+start_gatehouse() {
+    local logf=$RUN/gatehouse.$((++GH_STARTS)).log i t0=$SECONDS
+    GH_LOG=$logf
+    taskset -c "$SERVER_CPU" "$BIN" --conf "$RUN/tyk.conf" 2>"$logf" >/dev/null &
+    GH_PID=$!
+    # Start-up loads every stored session: allow time for large stores.
+    for ((i = 0; i < 3000; i++)); do
+        alive "$GH_PID" || { tail -n 30 "$logf" >&2; die "gatehouse exited during start-up (log above)"; }
+        grep -q "listening on 127.0.0.1:$GH_PORT" "$logf" && break
+        sleep 0.1
+    done
+    grep -q "listening on 127.0.0.1:$GH_PORT" "$logf" ||
+        { tail -n 30 "$logf" >&2; die "gatehouse did not log 'listening on 127.0.0.1:$GH_PORT' within 300 s"; }
+    wait_http "$GH_PID" gatehouse "http://127.0.0.1:$GH_PORT/hello" "$logf" 10
+    log "gatehouse (pid $GH_PID) ready in $((SECONDS - t0)) s"
+}
+
+log "starting gatehouse on cpu $SERVER_CPU"
+start_gatehouse
+
+if ((QUOTA)); then
+    QUOTA_JSON='{"quota_max": 1000000000000, "quota_remaining": 1000000000000, "quota_renewal_rate": 3600}'
+else
+    QUOTA_JSON='{"quota_max": -1}'
+fi
+key_body=$(python3 -c '
+import json, sys
+s = {"rate": 1000000, "per": 1, "org_id": "1",
+     "access_rights": {"bench-keyed": {"api_id": "bench-keyed", "versions": ["Default"]}}}
+s.update(json.loads(sys.argv[1]))
+print(json.dumps(s))' "$QUOTA_JSON")
+answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/create" \
+    -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' -d "$key_body") ||
+    die "key create request failed"
+KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
+    die "key create did not answer a key: $answer"
+
+if ((KEYS)); then
+    log "pre-loading $KEYS keys (bounded at ${KEYS_TIMEOUT} s)"
+    bg_wait "key pre-loader" - taskset -c "$LOAD_CPU" python3 "$HERE/preload_keys.py" --port "$GH_PORT" --secret "$SECRET" \
+        --api-id bench-keyed --count "$KEYS" --timeout "$KEYS_TIMEOUT" --quota-json "$QUOTA_JSON" ||
+        die "pre-loading keys failed"
+    PRELOAD_HWM=$(awk '/^VmHWM/ {print $2}' /proc/"$GH_PID"/status)
+    log "restarting gatehouse on the store with $((KEYS + 1)) keys"
+    stop_pid "$GH_PID" gatehouse
+    GH_PID=
+    start_gatehouse
+fi
+
+# Every variant must answer 200 "ok" before anything is measured.
+declare -A URL=(
+    [direct]="http://127.0.0.1:$UP_PORT/"
+    [nginx]="http://127.0.0.1:$PX_PORT/"
+    [keyless]="http://127.0.0.1:$GH_PORT/open/"
+    [keyed]="http://127.0.0.1:$GH_PORT/keyed/"
+)
+VARIANTS=(direct nginx keyless keyed)
+check_ok() { # check_ok NAME URL [curl args]
+    local name=$1 url=$2 body code
+    shift 2
+    body=$(curl -s --max-time 5 -w '\n%{http_code}' "$@" "$url") || die "$name: $url did not answer"
+    code=${body##*$'\n'}
+    body=${body%$'\n'*}
+    [[ $code == 200 && $body == ok ]] || die "$name: $url answered $code '$body', wanted 200 'ok'"
+}
+check_ok direct "${URL[direct]}"
+check_ok "nginx proxy" "${URL[nginx]}"
+check_ok "gatehouse keyless" "${URL[keyless]}"
+check_ok "gatehouse keyed" "${URL[keyed]}" -H "Authorization: $KEY"
+code=$(http_code "${URL[keyed]}")
+[[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
+
+# ---------------------------------------------------------------- measure
+ticks() { # utime+stime of the PIDs given, in clock ticks
+    local t=0 p s f
+    for p in "$@"; do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) }
+        read -ra f <<<"$s"
+        t=$((t + f[11] + f[12]))
+    done
+    echo "$t"
+}
+target_pids() { # the processes whose CPU a variant is charged
+    case $1 in
+        direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
+        nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
+        keyless|keyed) echo "$GH_PID" ;;
+    esac
+}
+sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
+    local l a
+    read -r l </proc/stat
+    read -ra a <<<"$l"
+    echo $((a[1] + a[2] + a[3] + a[6] + a[7] + a[8]))
+}
+child_ms() { # CHILD_MS = user+system ms of the children this shell has reaped
+    # (bash's `times`; must run in this shell, not in $(...))
+    local line ms=0 t
+    times >"$RUN/times"
+    line=$(sed -n 2p "$RUN/times")
+    for t in $line; do
+        [[ $t =~ ^([0-9]+)m([0-9]+)\.([0-9]+)s$ ]] || continue
+        ms=$((ms + BASH_REMATCH[1] * 60000 + 10#${BASH_REMATCH[2]} * 1000 + 10#${BASH_REMATCH[3]}))
+    done
+    CHILD_MS=$ms
+}
+QUIET_LEFT=$((QUIET_WAIT * 2))   # half-seconds of waiting left, for the whole run
+wait_quiet() { # waits until the machine is < 10% busy over 0.5 s, from a budget of
+    # --quiet-wait seconds shared by all runs (so the total time stays bounded)
+    local b0 b1 pct told=0
+    while :; do
+        b0=$(sys_busy)
+        sleep 0.5
+        b1=$(sys_busy)
+        pct=$(((b1 - b0) * 100 * 2 / (CLK_TCK * NCPU)))
+        ((pct < 10)) && return 0
+        if ((QUIET_LEFT <= 0)); then
+            echo "run.sh: warning: machine ${pct}% busy with other processes and the --quiet-wait budget is spent; measuring anyway" >&2
+            return 0
+        fi
+        if ((!told)); then
+            echo "run.sh: machine ${pct}% busy with other processes; waiting (budget left $((QUIET_LEFT / 2)) s)" >&2
+            told=1
+        fi
+        QUIET_LEFT=$((QUIET_LEFT - 1))
+    done
+}
+run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
+    local v=$1 c=$2 d=$3 out=$4
+    local args=(-t1 "-c$c" "-d${d}s" --latency)
+    [[ $v == keyed ]] && args+=(-H "Authorization: $KEY")
+    bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
+        { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
+}
+check_servers() {
+    alive "$UP_PID" || die "nginx upstream died (see $NGINX_RUN/upstream.err)"
+    alive "$PX_PID" || die "nginx proxy died (see $NGINX_RUN/proxy.err)"
+    alive "$GH_PID" || { tail -n 30 "$GH_LOG" >&2; die "gatehouse died during the run (log above)"; }
+}
+
+# Store commits: every durable store write bumps the number in
+# store/gatehouse.seq (see src/store.rs), so its growth during the keyed runs
+# counts disk writes; the request path must add none (quota counters are
+# persisted in one batch per second, whatever the request rate).
+store_seq() { cat "$RUN/store/gatehouse.seq" 2>/dev/null || echo 0; }
+KEYED_COMMITS=0 KEYED_REQUESTS=0 KEYED_SECONDS=0
+RESULTS=$RUN/results.tsv
+printf 'conns\tround\tvariant\trequests\telapsed_s\tnon2xx\tsocket_errors\tp50_us\tp99_us\tcpu_ticks\tother_ticks\n' >"$RESULTS"
+ALL_PIDS="$UP_PID $(nginx_workers "$UP_PID") $PX_PID $(nginx_workers "$PX_PID") $GH_PID"
+GH_LOG_START=$(wc -l <"$GH_LOG")
+for c in $CONNS; do
+    if ((WARMUP)); then
+        log "c=$c: warm-up ${WARMUP} s per variant"
+        for v in "${VARIANTS[@]}"; do run_wrk "$v" "$c" "$WARMUP" "$RUN/warmup.txt"; done
+    fi
+    for ((r = 1; r <= ROUNDS; r++)); do
+        order=()
+        for ((i = 0; i < 4; i++)); do order+=("${VARIANTS[(i + r - 1) % 4]}"); done
+        log "c=$c round $r/$ROUNDS: ${order[*]}"
+        for v in "${order[@]}"; do
+            check_servers
+            out=$RUN/wrk-c$c-r$r-$v.txt
+            pids=$(target_pids "$v")
+            wait_quiet
+            t0=$(ticks $pids) a0=$(ticks $ALL_PIDS) b0=$(sys_busy)
+            child_ms
+            w0=$CHILD_MS
+            s0=$(store_seq)
+            run_wrk "$v" "$c" "$DUR" "$out"
+            if [[ $v == keyed ]]; then
+                KEYED_COMMITS=$((KEYED_COMMITS + $(store_seq) - s0))
+                KEYED_REQUESTS=$((KEYED_REQUESTS + $(awk '/requests in/ {print $1}' "$out")))
+                KEYED_SECONDS=$((KEYED_SECONDS + DUR))
+            fi
+            child_ms
+            w1=$CHILD_MS b1=$(sys_busy) a1=$(ticks $ALL_PIDS) t1=$(ticks $pids)
+            # CPU used by anything but wrk and our servers during the run.
+            other=$(((b1 - b0) - (a1 - a0) - (w1 - w0) * CLK_TCK / 1000))
+            ((other < 0)) && other=0
+            parsed=$(python3 "$HERE/report.py" parse "$out") || die "cannot parse $out"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$r" "$v" "$parsed" "$((t1 - t0))" "$other" >>"$RESULTS"
+        done
+    done
+done
+check_servers
+
+# ---------------------------------------------------------------- report
+hwm_kib() { awk '/^VmHWM/ {print $2}' /proc/"$1"/status 2>/dev/null || echo 0; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
+px_workers=$(nginx_workers "$PX_PID")
+px_worker_hwm=0
+for w in $px_workers; do px_worker_hwm=$((px_worker_hwm + $(hwm_kib "$w"))); done
+gh_threads=$(awk '/^Threads/ {print $2}' /proc/"$GH_PID"/status)
+
+echo
+echo "==================== Gatehouse benchmark ===================="
+echo "machine : $NCPU cpus, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r)"
+echo "pinning : wrk -t1 on cpu $LOAD_CPU (taskset -c $LOAD_CPU); nginx upstream, nginx proxy and gatehouse on cpu $SERVER_CPU (taskset -c $SERVER_CPU)"
+echo "tools   : $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
+echo "gateway : gatehouse $REV, $gh_threads threads, workers=$( ((WORKERS)) && echo "$WORKERS" || echo default), hash_keys murmur64"
+echo "keyed   : header auth, rate 1000000/1s, $( ((QUOTA)) && echo "quota 1e12/3600s (counted, never trips)" || echo "quota off (-1)"), $((KEYS + 1)) key(s) in the store"
+echo "nginx   : upstream $UP_CONF, proxy $PX_CONF"
+echo "runs    : ${DUR} s each, $ROUNDS round(s), variant order rotated every round, ${WARMUP} s warm-up"
+echo "columns : ok req/s = 2xx/3xx responses per second (wrk's total minus 'Non-2xx or 3xx');"
+echo "          spread = (max-min)/median of ok req/s over rounds; CPU us/req = utime+stime"
+echo "          of the server under test (direct: the upstream nginx, master+worker) / requests;"
+echo "          errors = non-2xx/3xx responses + socket errors, summed over rounds;"
+echo "          other CPU = CPU used by anything but wrk and the three servers during"
+echo "          the run, in % of one cpu (median; > 10% means a disturbed measurement)"
+python3 "$HERE/report.py" table "$RESULTS" "$CLK_TCK"
+echo
+echo "peak RSS (VmHWM, process lifetime, read after the runs):"
+echo "  nginx proxy     : worker $(mib "$px_worker_hwm"), master $(mib "$(hwm_kib "$PX_PID")")"
+echo "  gatehouse       : $(mib "$(hwm_kib "$GH_PID")") with $((KEYS + 1)) key(s) in the store$( ((KEYS)) && echo " (restarted after pre-loading; $(mib "$PRELOAD_HWM") peak while creating them)")"
+
+echo
+echo "store writes during the keyed runs: $KEYED_COMMITS durable commit(s) for $KEYED_REQUESTS requests in $KEYED_SECONDS s"
+echo "  (quota counters are persisted in one batch per quota_persist_interval, 1 s; none per request)"
+
+# Anything Gatehouse logged at WARN or ERROR, at start-up or under load.
+for f in "$RUN"/gatehouse.*.log; do
+    problems=$(grep -E '^\[[^]]* (WARN|ERROR) ' "$f" || true)
+    during=$( ((GH_LOG_START)) && [[ $f == "$GH_LOG" ]] &&
+        tail -n +"$((GH_LOG_START + 1))" "$f" | grep -cE '^\[[^]]* (WARN|ERROR) ' || true)
+    if [[ -n $problems ]]; then
+        echo
+        echo "gatehouse log $(basename "$f"): $(wc -l <<<"$problems") WARN/ERROR line(s)${during:+, $during of them during the runs}; first 10:"
+        head -n 10 <<<"$problems" | sed 's/^/  /'
+    fi
+done
+for f in "$NGINX_RUN"/upstream.err "$NGINX_RUN"/proxy.err; do
+    if [[ -s $f ]] && grep -qv '\[notice\]' "$f"; then
+        echo
+        echo "$(basename "$f") has entries:"
+        grep -v '\[notice\]' "$f" | head -n 10 | sed 's/^/  /'
+    fi
+done
