@@ -8,8 +8,9 @@ use std::io::{self, Read, Write};
 use super::codec::Limits;
 use super::message::Framing;
 
-/// Most bytes one `fill` reads.
-const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes one `fill` reads. A non-blocking `fill` that returns fewer
+/// has drained the socket for now.
+pub const READ_CHUNK: usize = 16 * 1024;
 /// Buffer capacity an empty `Wire` keeps between messages.
 const KEEP_CAPACITY: usize = 8 * 1024;
 

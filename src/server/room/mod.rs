@@ -19,6 +19,7 @@ use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::http::body::READ_CHUNK;
 use crate::http::codec::{self, head_ready, leading_blank};
 use crate::http::{Framing, Response, Wire};
 use crate::pipeline::Prepared;
@@ -28,6 +29,9 @@ mod relay;
 
 use relay::Up;
 
+/// Largest request body the loop forwards itself (when all buffered).
+const MAX_FAST_BODY: usize = 16 * 1024;
+
 use super::worker::encode_whole;
 use super::{Conn, ConnCount, GRACE, Job, Listener, Meta, Shared, TICK, WAKER};
 
@@ -36,6 +40,8 @@ pub(super) struct WaitingRoom {
     listeners: Vec<Listener>,
     conns: HashMap<Token, Conn>,
     ups: HashMap<Token, Up>,
+    /// The loop's idle upstream connections by address.
+    pool: HashMap<SocketAddr, Vec<Token>>,
     next_token: usize,
     shared: Arc<Shared>,
     jobs: Sender<Job>,
@@ -59,6 +65,7 @@ impl WaitingRoom {
             listeners,
             conns: HashMap::new(),
             ups: HashMap::new(),
+            pool: HashMap::new(),
             shared,
             jobs,
             back,
@@ -93,22 +100,27 @@ impl WaitingRoom {
             {
                 return Err(e);
             }
-            let ready: Vec<(Token, bool, bool)> = events
+            // (token, readable, writable, peer closed or error)
+            let ready: Vec<(Token, bool, bool, bool)> = events
                 .iter()
                 .map(|e| {
+                    let closed = e.is_read_closed() || e.is_error();
                     (
                         e.token(),
-                        e.is_readable() || e.is_read_closed() || e.is_error(),
+                        e.is_readable() || closed,
                         e.is_writable(),
+                        closed,
                     )
                 })
                 .collect();
-            for (token, readable, writable) in ready {
+            for (token, readable, writable, closed) in ready {
                 match token {
                     WAKER => self.take_back(),
                     Token(i) if i < self.listeners.len() => self.accept(i),
-                    t if self.ups.contains_key(&t) => self.upstream_event(t, readable, writable),
-                    t => self.client_event(t, readable, writable),
+                    t if self.ups.contains_key(&t) => {
+                        self.upstream_event(t, readable, writable, closed)
+                    }
+                    t => self.client_event(t, readable, writable, closed),
                 }
             }
             self.take_back();
@@ -247,7 +259,7 @@ impl WaitingRoom {
         }
     }
 
-    fn client_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn client_event(&mut self, token: Token, readable: bool, writable: bool, closed: bool) {
         if writable
             && self
                 .conns
@@ -257,14 +269,16 @@ impl WaitingRoom {
         {
             return;
         }
-        if readable && !self.read_client(token) {
+        if readable && !self.read_client(token, closed) {
             return;
         }
         self.try_serve(token);
     }
 
-    /// Reads what the client sent; false when the connection is gone.
-    fn read_client(&mut self, token: Token) -> bool {
+    /// Reads what the client sent; false when the connection is gone. A
+    /// short read drained the socket (edge-triggered: new bytes bring a new
+    /// event), unless the peer closed, which must be read to the end.
+    fn read_client(&mut self, token: Token, closed: bool) -> bool {
         let Some(conn) = self.conns.get_mut(&token) else {
             return false;
         };
@@ -275,8 +289,11 @@ impl WaitingRoom {
             }
             match conn.wire.fill(cap) {
                 Ok(0) => break,
-                Ok(_) => {
+                Ok(n) => {
                     conn.head_started.get_or_insert_with(Instant::now);
+                    if n < READ_CHUNK && !closed {
+                        return true;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -317,6 +334,8 @@ impl WaitingRoom {
     }
 
     /// Serves one request; false when the loop is done with it for now.
+    /// Requests with a body over `MAX_FAST_BODY`, not all buffered, or
+    /// chunked go to a worker, which streams it.
     fn serve_fast(&mut self, token: Token) -> bool {
         let limits = &self.shared.cfg.limits;
         let conn = self.conns.get_mut(&token).expect("present");
@@ -327,11 +346,18 @@ impl WaitingRoom {
             self.dispatch(Job::Serve(conn));
             return false;
         };
-        if head.request.framing != Framing::None || head.expect_continue {
+        // A body the loop may take: declared, small, and already here.
+        let body = match head.request.framing {
+            Framing::None => Some(0),
+            Framing::Length(n) => usize::try_from(n).ok().filter(|n| *n <= MAX_FAST_BODY),
+            Framing::Chunked | Framing::UntilClose => None,
+        };
+        let body = body.filter(|n| used + n <= conn.wire.buffered().len() && !head.expect_continue);
+        let Some(body) = body else {
             let conn = self.remove(token).expect("present");
             self.dispatch(Job::Serve(conn));
             return false;
-        }
+        };
         conn.wire.consume(used);
         conn.head_started = None;
         let meta = Meta::of(&head);
@@ -342,7 +368,11 @@ impl WaitingRoom {
             Prepared::Respond(Response::text(500, "Internal Server Error").with_close())
         });
         match prepared {
-            Prepared::Respond(res) => self.respond(token, res, meta),
+            Prepared::Respond(res) => {
+                conn.wire.consume(body);
+                self.respond(token, res, meta)
+            }
+            // The body stays buffered for the worker's body reader.
             Prepared::Defer(request) => {
                 let conn = self.remove(token).expect("present");
                 let head = codec::RequestHead {
@@ -353,7 +383,9 @@ impl WaitingRoom {
                 self.dispatch(Job::Deferred(conn, head));
                 false
             }
-            Prepared::Forward(plan) => {
+            Prepared::Forward(mut plan) => {
+                plan.head.extend_from_slice(&conn.wire.buffered()[..body]);
+                conn.wire.consume(body);
                 self.forward(token, plan, meta);
                 false
             }
@@ -431,14 +463,18 @@ impl WaitingRoom {
                     .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         }
-        let late: Vec<Token> = self
+        let late: Vec<(Token, bool)> = self
             .ups
             .iter()
-            .filter(|(_, u)| now >= u.ex.deadline)
-            .map(|(t, _)| *t)
+            .filter(|(_, u)| u.expired(now))
+            .map(|(t, u)| (*t, u.ex.is_some()))
             .collect();
-        for token in late {
-            self.upstream_failed(token, UpstreamError::Timeout);
+        for (token, in_use) in late {
+            if in_use {
+                self.upstream_failed(token, UpstreamError::Timeout);
+            } else {
+                self.drop_up(token);
+            }
         }
     }
 }

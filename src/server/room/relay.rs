@@ -1,7 +1,10 @@
 //! The event loop's side of upstream exchanges: starting one on a pooled
 //! or freshly connecting socket, reading the response, and either
 //! answering the client from memory or handing the rest to a worker.
-//! Idle upstream connections live in the pool the workers share.
+//! The loop keeps its own pool of idle upstream connections, registered
+//! and non-blocking, so reusing one costs no syscall until the request is
+//! written; an idle one that closes or speaks is dropped at once. Workers
+//! keep theirs (blocking) in `Upstream`.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,6 +14,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
+use crate::http::body::READ_CHUNK;
 use crate::http::codec::{self, ResponseHead};
 use crate::http::{Body, Framing, Response, Wire};
 use crate::proxy::Forward;
@@ -22,14 +26,29 @@ use super::WaitingRoom;
 /// Largest upstream response body the loop buffers; larger ones stream
 /// from a worker.
 const MAX_BUFFERED_BODY: usize = 64 * 1024;
+/// An idle upstream connection older than this is closed, not reused.
+const IDLE_MAX: Duration = Duration::from_secs(30);
 
-/// An upstream connection the loop is using. Idle ones live in the
-/// upstream pool shared with the workers, in blocking mode.
+/// An upstream connection of the loop: in use, or idle in its pool.
 pub(super) struct Up {
     pub(super) wire: Wire<TcpStream>,
+    socket: SocketAddr,
     /// Still connecting (else the request is sent).
     connecting: bool,
-    pub(super) ex: Exchange,
+    /// The exchange in progress; None while idle.
+    pub(super) ex: Option<Exchange>,
+    /// When it last became idle.
+    idle_since: Instant,
+}
+
+impl Up {
+    /// Past its deadline (in use) or idle too long.
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        match &self.ex {
+            Some(ex) => now >= ex.deadline,
+            None => now.duration_since(self.idle_since) > IDLE_MAX,
+        }
+    }
 }
 
 /// A request the loop is forwarding.
@@ -55,19 +74,29 @@ impl WaitingRoom {
         }
         let (connect, respond) = plan.upstream.timeouts();
         let now = Instant::now();
-        let (stream, connecting, reused) = match plan.upstream.take_idle(&plan.address) {
-            Some(wire) if wire.stream.set_nonblocking(true).is_ok() => {
-                (Ok(wire.stream), false, true)
+        while let Some(token) = self.pool.get_mut(&socket).and_then(Vec::pop) {
+            let Some(up) = self.ups.get_mut(&token) else {
+                continue;
+            };
+            let fresh = now.duration_since(up.idle_since) <= IDLE_MAX;
+            if !fresh || (&up.wire.stream).write_all(&plan.head).is_err() {
+                self.drop_up(token);
+                continue;
             }
-            _ => (connect_nonblocking(socket, respond), true, false),
-        };
-        let stream = match stream {
+            let deadline = now + respond;
+            up.ex = Some(Exchange {
+                client,
+                plan,
+                meta,
+                deadline,
+                reused: true,
+            });
+            return;
+        }
+        let stream = match connect_nonblocking(socket, respond) {
             Ok(s) => s,
             Err(e) => return self.fail(client, &plan, meta, UpstreamError::Broken(e)),
         };
-        if !connecting && let Err(e) = (&stream).write_all(&plan.head) {
-            return self.fail(client, &plan, meta, UpstreamError::Broken(e));
-        }
         let token = self.token();
         let fd = stream.as_raw_fd();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -78,22 +107,21 @@ impl WaitingRoom {
         {
             return self.fail(client, &plan, meta, UpstreamError::Broken(e));
         }
-        let deadline = now + if connecting { connect } else { respond };
         let ex = Exchange {
             client,
             plan,
             meta,
-            deadline,
-            reused,
+            deadline: now + connect,
+            reused: false,
         };
-        self.ups.insert(
-            token,
-            Up {
-                wire: Wire::new(stream),
-                connecting,
-                ex,
-            },
-        );
+        let up = Up {
+            wire: Wire::new(stream),
+            socket,
+            connecting: true,
+            ex: Some(ex),
+            idle_since: now,
+        };
+        self.ups.insert(token, up);
     }
 
     /// Answers the client with Tyk's error for an upstream fault.
@@ -113,28 +141,43 @@ impl WaitingRoom {
         }
     }
 
-    fn drop_up(&mut self, token: Token) -> Option<Up> {
+    pub(super) fn drop_up(&mut self, token: Token) -> Option<Up> {
         let up = self.ups.remove(&token)?;
         let fd = up.wire.stream.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if up.ex.is_none()
+            && let Some(idle) = self.pool.get_mut(&up.socket)
+        {
+            idle.retain(|t| *t != token);
+        }
         Some(up)
     }
 
-    pub(super) fn upstream_event(&mut self, token: Token, readable: bool, writable: bool) {
+    pub(super) fn upstream_event(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        closed: bool,
+    ) {
         let Some(up) = self.ups.get(&token) else {
             return;
         };
-        if up.connecting {
+        if up.ex.is_none() {
+            // An idle upstream closed or sent bytes nobody asked for.
+            self.drop_up(token);
+        } else if up.connecting {
             if readable || writable {
                 self.connected(token);
             }
         } else if readable {
-            self.response_ready(token);
+            self.response_ready(token, closed);
         }
     }
 
     fn connected(&mut self, token: Token) {
         let up = self.ups.get_mut(&token).expect("present");
+        let Some(ex) = up.ex.as_mut() else { return };
         let stream = &up.wire.stream;
         let error = match stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
@@ -146,19 +189,23 @@ impl WaitingRoom {
         };
         let error = error.or_else(|| {
             stream.set_nodelay(true).ok();
-            (&up.wire.stream).write_all(&up.ex.plan.head).err()
+            (&up.wire.stream).write_all(&ex.plan.head).err()
         });
         if let Some(e) = error {
             return self.upstream_failed(token, UpstreamError::Broken(e));
         }
-        let (_, respond) = up.ex.plan.upstream.timeouts();
+        let (_, respond) = ex.plan.upstream.timeouts();
+        ex.deadline = Instant::now() + respond;
         up.connecting = false;
-        up.ex.deadline = Instant::now() + respond;
     }
 
-    fn response_ready(&mut self, token: Token) {
+    /// Reads the response (to the end of what is there: see `read_client`)
+    /// and answers the client when it is complete.
+    fn response_ready(&mut self, token: Token, closed: bool) {
         let up = self.ups.get_mut(&token).expect("present");
-        let limits = up.ex.plan.upstream.limits().clone();
+        let Some(ex) = &up.ex else { return };
+        let limits = ex.plan.upstream.limits().clone();
+        let head_request = ex.plan.head_request;
         let cap = limits.max_head + MAX_BUFFERED_BODY + 1;
         let mut eof = false;
         loop {
@@ -168,6 +215,7 @@ impl WaitingRoom {
                     break;
                 }
                 Ok(_) if up.wire.buffered().len() >= cap => break,
+                Ok(n) if n < READ_CHUNK && !closed => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -177,7 +225,6 @@ impl WaitingRoom {
                 }
             }
         }
-        let head_request = up.ex.plan.head_request;
         let parsed = loop {
             match codec::parse_response(up.wire.buffered(), &limits, head_request) {
                 Ok(Some((head, used))) if (100..200).contains(&head.status) => {
@@ -208,9 +255,12 @@ impl WaitingRoom {
         let body = up.wire.buffered()[..len].to_vec();
         up.wire.consume(len);
         let reusable = head.keep_alive && !eof && up.wire.buffered().is_empty();
-        let Up { wire, ex, .. } = self.drop_up(token).expect("present");
-        if reusable && wire.stream.set_nonblocking(false).is_ok() {
-            ex.plan.upstream.put_idle(&ex.plan.address, wire);
+        let ex = up.ex.take().expect("in use");
+        if reusable {
+            up.idle_since = Instant::now();
+            self.pool.entry(up.socket).or_default().push(token);
+        } else {
+            self.drop_up(token);
         }
         let res = ex.plan.respond(head, Body::Bytes(body));
         self.finish_client(ex.client, res, ex.meta);
@@ -218,7 +268,10 @@ impl WaitingRoom {
 
     /// The upstream closed before a whole response head.
     fn upstream_gone(&mut self, token: Token) {
-        let Some(Up { wire, ex, .. }) = self.drop_up(token) else {
+        let Some(Up {
+            wire, ex: Some(ex), ..
+        }) = self.drop_up(token)
+        else {
             return;
         };
         if ex.reused && ex.plan.replayable && wire.buffered().is_empty() {
@@ -235,14 +288,17 @@ impl WaitingRoom {
     }
 
     pub(super) fn upstream_failed(&mut self, token: Token, e: UpstreamError) {
-        if let Some(Up { ex, .. }) = self.drop_up(token) {
+        if let Some(Up { ex: Some(ex), .. }) = self.drop_up(token) {
             self.fail(ex.client, &ex.plan, ex.meta, e);
         }
     }
 
     /// A response whose body is not all here: a worker streams it.
     fn stream_from_worker(&mut self, token: Token, head: ResponseHead) {
-        let Some(Up { wire, ex, .. }) = self.drop_up(token) else {
+        let Some(Up {
+            wire, ex: Some(ex), ..
+        }) = self.drop_up(token)
+        else {
             return;
         };
         match self.remove(ex.client) {
