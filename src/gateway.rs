@@ -12,6 +12,7 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::keys::KeyIds;
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
@@ -23,6 +24,8 @@ pub struct Gateway {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
+    /// Candidate and stored ids of recently seen key ids.
+    pub key_ids: KeyIds,
     pub upstream: Arc<Upstream>,
     pub rate: RateLimiter,
     pub quotas: Quotas,
@@ -62,6 +65,7 @@ impl Gateway {
             sessions,
             upstream: Arc::new(upstream),
             rate: RateLimiter::default(),
+            key_ids: KeyIds::new(config.session_cache),
             quotas,
             registry: RwLock::new(Arc::new(registry)),
             reloads: ReloadQueue::default(),

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use quick_cache::sync::Cache;
+
 use crate::config::Config;
 use crate::error::Error;
 use crate::keyid::{hash_str, token, token_org};
@@ -46,19 +48,57 @@ pub fn candidates(cfg: &Config, id: &str, org: &str) -> Vec<String> {
     out
 }
 
+/// One way a key id may be stored: the id tried and its stored id.
+pub struct Candidate {
+    pub key_id: String,
+    pub stored_id: String,
+}
+
+/// Remembers each (org, key id)'s candidates and stored ids: computing
+/// them decodes the token and hashes it, too much to repeat per request.
+/// They depend only on the configuration, fixed for the process.
+pub struct KeyIds {
+    cache: Cache<String, Arc<[Candidate]>>,
+}
+
+impl KeyIds {
+    pub fn new(capacity: usize) -> KeyIds {
+        KeyIds {
+            cache: Cache::new(capacity.max(16)),
+        }
+    }
+
+    /// The candidates for `id` in `org`, in the order to try them.
+    pub fn resolve(&self, cfg: &Config, id: &str, org: &str) -> Arc<[Candidate]> {
+        let key = format!("{org}\0{id}");
+        if let Some(found) = self.cache.get(&key) {
+            return found;
+        }
+        let list: Arc<[Candidate]> = candidates(cfg, id, org)
+            .into_iter()
+            .map(|key_id| Candidate {
+                stored_id: stored_id(cfg, &key_id),
+                key_id,
+            })
+            .collect();
+        self.cache.insert(key, list.clone());
+        list
+    }
+}
+
 /// Finds the session for key id `id` in `org`. Err: the store failed.
 pub fn find(
     cfg: &Config,
+    ids: &KeyIds,
     sessions: &Sessions,
     id: &str,
     org: &str,
 ) -> Result<Option<Found>, Error> {
-    for key_id in candidates(cfg, id, org) {
-        let stored_id = stored_id(cfg, &key_id);
-        if let Some(session) = sessions.get(&stored_id)? {
+    for c in ids.resolve(cfg, id, org).iter() {
+        if let Some(session) = sessions.get(&c.stored_id)? {
             return Ok(Some(Found {
-                key_id,
-                stored_id,
+                key_id: c.key_id.clone(),
+                stored_id: c.stored_id.clone(),
                 session,
             }));
         }
@@ -70,10 +110,10 @@ pub fn find(
 /// answers from memory, except in the rare case that an earlier candidate
 /// is stored but not cached (one store read). An unknown key is never
 /// cached, so looking it up always means a store read.
-pub fn any_cached(cfg: &Config, sessions: &Sessions, id: &str, org: &str) -> bool {
-    candidates(cfg, id, org)
+pub fn any_cached(cfg: &Config, ids: &KeyIds, sessions: &Sessions, id: &str, org: &str) -> bool {
+    ids.resolve(cfg, id, org)
         .iter()
-        .any(|key_id| sessions.is_cached(&stored_id(cfg, key_id)))
+        .any(|c| sessions.is_cached(&c.stored_id))
 }
 
 /// Finds a session by its stored id (`?hashed=` on the admin API).

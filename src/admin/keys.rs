@@ -144,7 +144,7 @@ fn lookup(call: &Call<'_>, id: &str, org: &str, missing: &str) -> Result<Found, 
     let found = if !call.query("hashed").is_empty() {
         keys::find_stored(sessions, id)
     } else {
-        match keys::find(cfg, sessions, id, org) {
+        match keys::find(cfg, &call.gw.key_ids, sessions, id, org) {
             Ok(None) if !cfg.hash_key_function.is_empty() => {
                 keys::find_stored(sessions, &keys::stored_id(cfg, id))
             }

@@ -19,10 +19,10 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     }
     let org = &x.api.def.org_id;
     let sessions = &x.gw.sessions;
-    if x.nonblocking && !keys::any_cached(&x.gw.config, sessions, &key, org) {
+    if x.nonblocking && !keys::any_cached(&x.gw.config, &x.gw.key_ids, sessions, &key, org) {
         return Flow::Defer;
     }
-    match keys::find(&x.gw.config, sessions, &key, org) {
+    match keys::find(&x.gw.config, &x.gw.key_ids, sessions, &key, org) {
         Err(e) => {
             log::error!("api {}: cannot read keys: {e}", x.api.id());
             x.reject(500, "There was a problem authorising the key")
