@@ -46,7 +46,7 @@ pub struct SledStore {
 }
 
 const SEQ_KEY: &str = "gatehouse-seq";
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 const SEQ_FILE: &str = "gatehouse.seq";
 
 impl SledStore {
