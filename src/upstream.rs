@@ -111,7 +111,7 @@ impl Upstream {
         self.exchange(wire, &mut out).map_err(|(e, _)| e)
     }
 
-    pub fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
+    fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(address)?;
         while let Some(conn) = idle.pop() {
@@ -122,7 +122,7 @@ impl Upstream {
         None
     }
 
-    pub fn put_idle(&self, address: &str, wire: Wire<TcpStream>) {
+    fn put_idle(&self, address: &str, wire: Wire<TcpStream>) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.entry(address.to_string()).or_default();
         if idle.len() < MAX_IDLE_PER_HOST {
