@@ -141,6 +141,9 @@ pub struct Versioning {
     pub default_version: String,
     pub fallback_to_default: bool,
     pub versions: HashMap<String, Expiry>,
+    /// For a non-versioned API: the version every request uses, or the
+    /// 403 message; resolved at load, not per request.
+    pub unversioned: Result<(String, Expiry), &'static str>,
 }
 
 /// Where a key is read from (CONTRACT §3.4).
@@ -401,7 +404,7 @@ fn compile_versions(def: &ApiDefinition) -> Versioning {
         .iter()
         .map(|(name, v)| (name.clone(), Expiry::parse(&v.expires)))
         .collect();
-    Versioning {
+    let mut v = Versioning {
         not_versioned: def.version_data.not_versioned,
         location,
         key: d.key.clone(),
@@ -409,6 +412,26 @@ fn compile_versions(def: &ApiDefinition) -> Versioning {
         default_version: def.version_data.default_version.clone(),
         fallback_to_default: d.fallback_to_default,
         versions,
+        unversioned: Err(""),
+    };
+    v.unversioned = non_versioned_default(&v);
+    v
+}
+
+/// The one version a non-versioned API uses.
+pub fn non_versioned_default(v: &Versioning) -> Result<(String, Expiry), &'static str> {
+    if v.versions.len() == 1 {
+        let (name, e) = v.versions.iter().next().expect("one version");
+        return Ok((name.clone(), *e));
+    }
+    let defaults: Vec<_> = ["Default", "default", ""]
+        .iter()
+        .filter_map(|n| v.versions.get_key_value(*n))
+        .collect();
+    match defaults.as_slice() {
+        [(name, e)] => Ok(((*name).clone(), **e)),
+        [] => Err("No default API version for this non-versioned API found"),
+        _ => Err("Ambiguous default API version for this non-versioned API"),
     }
 }
 

@@ -275,14 +275,6 @@ impl Forward {
     }
 }
 
-/// Forwards the request (blocking) and builds the client's response.
-pub fn forward(x: Exchange<'_>, body: &mut dyn Read) -> Response {
-    match plan(&x) {
-        Ok(f) => f.send(body),
-        Err(res) => res,
-    }
-}
-
 const TOO_LARGE: &str = "Request is too large";
 
 /// A client body reader that fails past `max_request_body_size`.

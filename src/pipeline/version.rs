@@ -18,8 +18,8 @@ pub fn check(x: &mut Exchange<'_>) -> Flow {
     }
     let v = &api.versioning;
     let (name, expiry) = if v.not_versioned {
-        match default_version(v) {
-            Ok(found) => found,
+        match &v.unversioned {
+            Ok((name, expiry)) => (name.clone(), *expiry),
             Err(message) => return x.reject(403, message),
         }
     } else {
@@ -39,23 +39,6 @@ pub fn check(x: &mut Exchange<'_>) -> Flow {
     }
     x.version = Some(name);
     Flow::Continue
-}
-
-/// The one version a non-versioned API uses.
-fn default_version(v: &Versioning) -> Result<(String, Expiry), &'static str> {
-    if v.versions.len() == 1 {
-        let (name, e) = v.versions.iter().next().expect("one version");
-        return Ok((name.clone(), *e));
-    }
-    let defaults: Vec<_> = ["Default", "default", ""]
-        .iter()
-        .filter_map(|n| v.versions.get_key_value(*n))
-        .collect();
-    match defaults.as_slice() {
-        [(name, e)] => Ok(((*name).clone(), **e)),
-        [] => Err("No default API version for this non-versioned API found"),
-        _ => Err("Ambiguous default API version for this non-versioned API"),
-    }
 }
 
 /// The version named by the request, with the path segment to strip.
@@ -119,6 +102,7 @@ pub fn http_date(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apidef::non_versioned_default;
     use std::collections::HashMap;
 
     fn versioning(names: &[&str]) -> Versioning {
@@ -133,22 +117,25 @@ mod tests {
                 .iter()
                 .map(|n| (n.to_string(), Expiry::Never))
                 .collect::<HashMap<_, _>>(),
+            unversioned: Err("computed by non_versioned_default"),
         }
     }
 
     #[test]
     fn non_versioned_default_rules() {
-        assert_eq!(default_version(&versioning(&["v1"])).unwrap().0, "v1");
+        assert_eq!(non_versioned_default(&versioning(&["v1"])).unwrap().0, "v1");
         assert_eq!(
-            default_version(&versioning(&["v1", "Default"])).unwrap().0,
+            non_versioned_default(&versioning(&["v1", "Default"]))
+                .unwrap()
+                .0,
             "Default"
         );
         assert_eq!(
-            default_version(&versioning(&["Default", "default"])).unwrap_err(),
+            non_versioned_default(&versioning(&["Default", "default"])).unwrap_err(),
             "Ambiguous default API version for this non-versioned API"
         );
         assert_eq!(
-            default_version(&versioning(&["a", "b"])).unwrap_err(),
+            non_versioned_default(&versioning(&["a", "b"])).unwrap_err(),
             "No default API version for this non-versioned API found"
         );
     }
