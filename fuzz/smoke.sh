@@ -22,7 +22,7 @@ cd "$(dirname "$0")"
 FUZZ_TIME=${FUZZ_TIME:-10}
 FUZZ_MAX_LEN=${FUZZ_MAX_LEN:-4096}
 FUZZ_SANITIZER=${FUZZ_SANITIZER:-none}
-FUZZ_TARGETS=${FUZZ_TARGETS:-request_head chunked_body tyk_conf api_definition}
+FUZZ_TARGETS=${FUZZ_TARGETS:-request_head chunked_body tyk_conf api_definition path}
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 

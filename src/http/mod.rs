@@ -1,10 +1,12 @@
 //! Our HTTP/1.1: the only place that parses or frames HTTP. `codec` reads and
-//! writes heads, `body` reads and writes bodies over a buffered `Wire`, and
-//! `message` holds the plain values everything else works on.
+//! writes heads, `body` reads and writes bodies over a buffered `Wire`,
+//! `message` holds the plain values everything else works on, and `path`
+//! turns a request path into its canonical routing key.
 
 pub mod body;
 pub mod codec;
 pub mod message;
+pub mod path;
 
 pub use body::{BodyReader, ChunkedWriter, Wire, copy_body};
 pub use codec::{HeadError, Limits};
