@@ -358,6 +358,9 @@ impl FieldSummary {
         for (name, value) in headers.iter() {
             if name.eq_ignore_ascii_case("host") {
                 s.hosts += 1;
+                if !valid_host(value) {
+                    return Err(HeadError::Malformed("Host is not uri-host[:port]"));
+                }
             } else if name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
                 s.length = Some(parse_length(value)?);
@@ -394,6 +397,75 @@ impl FieldSummary {
             (false, None) => absent,
         }
     }
+}
+
+/// A Host value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2);
+/// empty is allowed.
+fn valid_host(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..close];
+        let ok = std::str::from_utf8(literal)
+            .is_ok_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok())
+            || (matches!(literal.first(), Some(b'v' | b'V'))
+                && literal.len() > 1
+                && literal[1..]
+                    .iter()
+                    .all(|&b| is_reg_name_byte(b) || b == b':'));
+        if !ok {
+            return false;
+        }
+        (&value[..0], &value[close + 1..])
+    } else {
+        let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        (&value[..colon], &value[colon..])
+    };
+    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    port_ok && reg_name(host)
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`.
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        if host[i] == b'%' {
+            let hex = |j: usize| host.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if is_reg_name_byte(host[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Unreserved and sub-delims (RFC 3986 §2.2–2.3).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
 }
 
 /// Only exactly `chunked` is accepted; unknown codings are 501.
@@ -627,6 +699,32 @@ mod tests {
         for case in cases {
             assert_eq!(status_of(case), 400, "{case:?}");
         }
+    }
+
+    #[test]
+    fn host_must_be_uri_host_and_port() {
+        let with_host = |h: &str| status_of(&format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n"));
+        for bad in [
+            "a b", "a/b", "a@b", "a:b", "[::1", "[zz]:80", "a%2", "a?b", "a#b", "h:80:80",
+        ] {
+            assert_eq!(with_host(bad), 400, "{bad:?}");
+        }
+        for good in [
+            "a",
+            "a.b:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "[v1.x]",
+            "xn--d-1a.b",
+            "a%41",
+            "h:",
+        ] {
+            assert!(
+                parse(&format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n")).is_ok(),
+                "{good:?}"
+            );
+        }
+        assert!(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n").is_ok());
     }
 
     #[test]

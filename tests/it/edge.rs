@@ -332,7 +332,17 @@ fn host_cases() -> Vec<Case> {
             400,
             &b"GET /open/x HTTP/1.1\r\nX-A: a\r\n\r\n"[..],
         ),
+        // Issue 8: RFC 9112 §3.2, a Host that is not `uri-host [":" port]`.
+        case("Host `a b`", 400, get_host("a b")),
+        case("Host `a/b`", 400, get_host("a/b")),
+        case("Host `a@b`", 400, get_host("a@b")),
+        case("Host `a:b`", 400, get_host("a:b")),
     ]
+}
+
+/// `GET /open/x` with `Host: host` as the only Host.
+fn get_host(host: &str) -> Vec<u8> {
+    format!("GET /open/x HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
 }
 
 fn request_line_cases() -> Vec<Case> {
@@ -661,7 +671,7 @@ fn field_line_syntax_violations_are_400_and_close() {
 }
 
 #[test]
-fn host_missing_or_repeated_is_400_and_closes() {
+fn host_missing_repeated_or_not_uri_host_is_400_and_closes() {
     run_table(&host_cases());
 }
 
