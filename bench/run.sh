@@ -252,8 +252,9 @@ cp "$BIN" "$RUN/gatehouse"
 BIN=$RUN/gatehouse
 
 # ---------------------------------------------------------------- estimate
+VARIANTS=(direct nginx keyless keyed messy)
 nconns=$(wc -w <<<"$CONNS")
-measure_s=$((nconns * (4 * (WARMUP + 1) + ROUNDS * 4 * (DUR + 2))))
+measure_s=$((nconns * (${#VARIANTS[@]} * (WARMUP + 1) + ROUNDS * ${#VARIANTS[@]} * (DUR + 2))))
 echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"
 echo "estimated measuring time: ~$((measure_s / 60)) min $((measure_s % 60)) s after build and server start$( ((KEYS)) && echo ", plus pre-loading $KEYS keys (at most ${KEYS_TIMEOUT} s)");"
 echo "  at most $(((measure_s + QUIET_WAIT) / 60)) min if other processes keep the cpus busy (--quiet-wait $QUIET_WAIT)"
@@ -384,8 +385,10 @@ declare -A URL=(
     [nginx]="http://127.0.0.1:$PX_PORT/"
     [keyless]="http://127.0.0.1:$GH_PORT/open/"
     [keyed]="http://127.0.0.1:$GH_PORT/keyed/"
+    # Issue 8: a path the router must make canonical (`//`, `.`, an escaped
+    # letter, a `;param`): the normaliser's slow path, keyed.
+    [messy]="http://127.0.0.1:$GH_PORT/keyed//a/./%62;p/c"
 )
-VARIANTS=(direct nginx keyless keyed)
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
     shift 2
@@ -398,6 +401,7 @@ check_ok direct "${URL[direct]}"
 check_ok "nginx proxy" "${URL[nginx]}"
 check_ok "gatehouse keyless" "${URL[keyless]}"
 check_ok "gatehouse keyed" "${URL[keyed]}" -H "Authorization: $KEY"
+check_ok "gatehouse keyed, messy path" "${URL[messy]}" -H "Authorization: $KEY"
 code=$(http_code "${URL[keyed]}")
 [[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
 
@@ -416,7 +420,7 @@ target_pids() { # the processes whose CPU a variant is charged
     case $1 in
         direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
         nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
-        keyless|keyed) echo "$GH_PID" ;;
+        keyless|keyed|messy) echo "$GH_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -460,7 +464,7 @@ wait_quiet() { # waits until the machine is < 10% busy over 0.5 s, from a budget
 run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     local v=$1 c=$2 d=$3 out=$4
     local args=(-t1 "-c$c" "-d${d}s" --latency)
-    [[ $v == keyed ]] && args+=(-H "Authorization: $KEY")
+    [[ $v == keyed || $v == messy ]] && args+=(-H "Authorization: $KEY")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }
@@ -487,7 +491,8 @@ for c in $CONNS; do
     fi
     for ((r = 1; r <= ROUNDS; r++)); do
         order=()
-        for ((i = 0; i < 4; i++)); do order+=("${VARIANTS[(i + r - 1) % 4]}"); done
+        n=${#VARIANTS[@]}
+        for ((i = 0; i < n; i++)); do order+=("${VARIANTS[(i + r - 1) % n]}"); done
         log "c=$c round $r/$ROUNDS: ${order[*]}"
         for v in "${order[@]}"; do
             check_servers

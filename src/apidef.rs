@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::http::path::{self, RawPathRules};
 use crate::pipeline::{self, Stage};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -67,6 +68,14 @@ pub struct GlobalRateLimit {
     pub disabled: bool,
 }
 
+/// Ours: `"gatehouse": {...}` in an API definition.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ApiExtensions {
+    /// Path switches for this API, over the gateway's (`gatehouse.paths`).
+    pub paths: RawPathRules,
+}
+
 /// The fields of a Tyk Classic API definition that Gatehouse acts on.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -88,6 +97,7 @@ pub struct ApiDefinition {
     pub disable_quota: bool,
     pub global_rate_limit: GlobalRateLimit,
     pub expiration: String,
+    pub gatehouse: ApiExtensions,
 }
 
 /// When something stops being served.
@@ -212,8 +222,10 @@ pub struct ListenPath {
 }
 
 impl ListenPath {
+    /// A listen path in its canonical form (`canonical_listen_path`); one
+    /// that cannot be made canonical is kept as written, and never matches.
     pub fn new(text: &str) -> ListenPath {
-        let text = clean_listen_path(text);
+        let text = canonical_listen_path(text).unwrap_or_else(|_| text.to_string());
         let segments = text
             .contains('{')
             .then(|| text.split('/').map(str::to_string).collect());
@@ -234,7 +246,25 @@ impl ListenPath {
         }
     }
 
-    /// Bytes of `path` this listen path covers, when it matches.
+    /// Bytes of `path` this listen path covers: a prefix match, or `path`
+    /// is the listen path without its trailing `/` (PATHS.md §3 step 4).
+    pub fn covers(&self, path: &str) -> Option<usize> {
+        self.matches(path)
+            .or_else(|| self.is_bare(path).then_some(path.len()))
+    }
+
+    /// `path` is this listen path without its trailing `/`.
+    pub fn is_bare(&self, path: &str) -> bool {
+        if !self.text.ends_with('/') || path.ends_with('/') {
+            return false;
+        }
+        match &self.segments {
+            None => self.text.len() == path.len() + 1 && self.text.starts_with(path),
+            Some(_) => self.matches(&format!("{path}/")) == Some(path.len() + 1),
+        }
+    }
+
+    /// Bytes of `path` this listen path covers, when it is a prefix.
     pub fn matches(&self, path: &str) -> Option<usize> {
         let Some(segs) = &self.segments else {
             return path.starts_with(&self.text).then_some(self.text.len());
@@ -267,23 +297,27 @@ impl ListenPath {
     }
 }
 
-/// Leading `/` added, `.` and `..` segments resolved, trailing `/` kept.
-pub fn clean_listen_path(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for seg in p.split('/').filter(|s| !s.is_empty()) {
-        match seg {
-            "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    let mut clean = format!("/{}", out.join("/"));
-    if p.ends_with('/') && clean.len() > 1 {
-        clean.push('/');
-    }
-    clean
+/// A listen path as the request paths it must match are made canonical
+/// (`http::path`), with a leading `/` added; Err names the reason.
+pub fn canonical_listen_path(p: &str) -> Result<String, path::Reject> {
+    let with_slash;
+    let p = if p.starts_with('/') {
+        p
+    } else {
+        with_slash = format!("/{p}");
+        &with_slash
+    };
+    path::canonicalize(p).map(|c| c.key.into_owned())
+}
+
+/// Why a listen path may not be served: it would shadow the admin API or
+/// the health check, which the router answers first.
+pub fn reserved_listen_path(listen: &str, health_check_path: &str) -> Option<String> {
+    let bare = listen.trim_end_matches('/');
+    let reserved = bare == "/tyk" || listen.starts_with("/tyk/") || bare == health_check_path;
+    reserved.then(|| {
+        format!("listen path {listen} is reserved for the Gateway API (/tyk/) and the health check ({health_check_path})")
+    })
 }
 
 /// A loaded API, ready for the request path.
@@ -336,12 +370,22 @@ impl ApiSpec {
                 "must be non-empty and contain no spaces",
             ));
         }
+        let listen = canonical_listen_path(lp).map_err(|r| {
+            let why = format!("{lp:?} cannot be made canonical: {}", r.message());
+            Error::config(file, "proxy.listen_path", why)
+        })?;
+        if listen != *lp && format!("/{lp}") != listen {
+            log::warn!(
+                "{}: proxy.listen_path {lp:?} is served as {listen:?}, its canonical form",
+                file.display()
+            );
+        }
         let target = Target::parse(&def.proxy.target_url)
             .map_err(|m| Error::config(file, "proxy.target_url", m))?;
         let versioning = compile_versions(&def);
         let stages = pipeline::stages_for(&def);
         Ok(ApiSpec {
-            listen: ListenPath::new(lp),
+            listen: ListenPath::new(&listen),
             auth: auth_source(&def),
             expiration: Expiry::parse(&def.expiration),
             target,
@@ -459,10 +503,24 @@ mod tests {
     }
 
     #[test]
-    fn listen_paths_are_cleaned() {
-        assert_eq!(clean_listen_path("quickstart/"), "/quickstart/");
-        assert_eq!(clean_listen_path("/a/./b/../c"), "/a/c");
-        assert_eq!(clean_listen_path("/"), "/");
+    fn listen_paths_are_made_canonical() {
+        let c = |p| canonical_listen_path(p).unwrap();
+        assert_eq!(c("quickstart/"), "/quickstart/");
+        assert_eq!(c("/a/./b/../c"), "/a/c");
+        assert_eq!(c("/a//%62/"), "/a/b/");
+        assert_eq!(c("/"), "/");
+        assert_eq!(c("/users/{id}/orders"), "/users/{id}/orders");
+        assert!(canonical_listen_path("/a%00").is_err());
+    }
+
+    #[test]
+    fn admin_and_health_paths_are_reserved() {
+        for p in ["/tyk", "/tyk/", "/tyk/keys/", "/hello", "/hello/"] {
+            assert!(reserved_listen_path(p, "/hello").is_some(), "{p}");
+        }
+        for p in ["/", "/tykx/", "/hello/x/", "/api/tyk/"] {
+            assert!(reserved_listen_path(p, "/hello").is_none(), "{p}");
+        }
     }
 
     #[test]
@@ -470,6 +528,13 @@ mod tests {
         let lp = ListenPath::new("/app");
         assert_eq!(lp.matches("/apple"), Some(4));
         assert_eq!(ListenPath::new("/quickstart/").matches("/quickstart"), None);
+        assert_eq!(
+            ListenPath::new("/quickstart/").covers("/quickstart"),
+            Some(11)
+        );
+        assert_eq!(ListenPath::new("/quickstart/").covers("/quickstar"), None);
+        assert!(ListenPath::new("/u/{id}/").is_bare("/u/7"));
+        assert!(!ListenPath::new("/u/{id}/").is_bare("/u"));
     }
 
     #[test]

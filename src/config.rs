@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::http::Limits;
+use crate::http::path::{Cleaning, PathRules, RawPathRules};
 use crate::keyid::HashAlg;
 
 /// Tyk's published sample secret: with it the admin API is loopback-only.
@@ -60,6 +61,8 @@ pub struct RawHttpServerOptions {
     pub write_timeout: i64,
     pub enable_strict_routes: bool,
     pub max_request_body_size: i64,
+    /// Tyk's switch for forwarding raw paths: `gatehouse.paths.path_cleaning: off`.
+    pub skip_url_cleaning: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +99,8 @@ pub struct RawServer {
     pub max_pipelined: i64,
     pub linger_ms: Option<i64>,
     pub session_cache: i64,
+    /// How request paths are checked and normalised (PATHS.md).
+    pub paths: RawPathRules,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -144,6 +149,8 @@ pub struct Config {
     pub proxy_timeout: Duration,
     pub connect_timeout: Duration,
     pub enable_strict_routes: bool,
+    /// The gateway's path switches; an API may override them.
+    pub paths: PathRules,
     /// 0 = unlimited.
     pub max_request_body_size: u64,
     pub admin_max_body: u64,
@@ -223,6 +230,19 @@ fn non_negative(file: &Path, field: &str, value: i64, default: u64) -> Result<u6
     }
 }
 
+/// A setting that must be >= 0 and at most `max`; 0 means `default`.
+fn bounded(file: &Path, field: &str, value: i64, default: u64, max: u64) -> Result<u64, Error> {
+    let n = non_negative(file, field, value, default)?;
+    if n > max {
+        return Err(Error::config(
+            file,
+            field,
+            format!("must be at most {max}, got {n}"),
+        ));
+    }
+    Ok(n)
+}
+
 fn port(file: &Path, field: &str, value: i64) -> Result<u16, Error> {
     u16::try_from(value)
         .map_err(|_| Error::config(file, field, format!("not a port number: {value}")))
@@ -245,15 +265,7 @@ const MAX_WAIT_SECS: u64 = 7 * 24 * 3600;
 
 /// A timeout in whole seconds: >= 0, 0 means `default`, at most a week.
 fn timeout(file: &Path, field: &str, value: i64, default: u64) -> Result<Duration, Error> {
-    let n = non_negative(file, field, value, default)?;
-    if n > MAX_WAIT_SECS {
-        return Err(Error::config(
-            file,
-            field,
-            format!("must be at most {MAX_WAIT_SECS} seconds, got {n}"),
-        ));
-    }
-    Ok(Duration::from_secs(n))
+    bounded(file, field, value, default, MAX_WAIT_SECS).map(Duration::from_secs)
 }
 
 impl RawConfig {
@@ -360,6 +372,7 @@ impl RawConfig {
                 5,
             )?,
             enable_strict_routes: opts.enable_strict_routes,
+            paths: self.path_rules(),
             max_request_body_size: non_negative(
                 file,
                 "http_server_options.max_request_body_size",
@@ -397,6 +410,16 @@ impl RawConfig {
         })
     }
 
+    /// `gatehouse.paths`, with Tyk's `skip_url_cleaning` as `path_cleaning:
+    /// off` unless `path_cleaning` is set.
+    fn path_rules(&self) -> PathRules {
+        let mut raw = self.gatehouse.paths;
+        if self.http_server_options.skip_url_cleaning && raw.path_cleaning.is_none() {
+            raw.path_cleaning = Some(Cleaning::Off);
+        }
+        PathRules::default().with(&raw)
+    }
+
     fn check_storage(&self, file: &Path) -> Result<(), Error> {
         match self.storage.kind.as_str() {
             "" | "sled" => Ok(()),
@@ -430,15 +453,7 @@ impl RawConfig {
         let g = &self.gatehouse;
         // Each size has a ceiling: some are allocated per request or thread.
         let size = |field: &str, v: i64, d: u64, max: u64| -> Result<usize, Error> {
-            let name = format!("gatehouse.{field}");
-            let n = non_negative(file, &name, v, d)?;
-            if n > max {
-                return Err(Error::config(
-                    file,
-                    &name,
-                    format!("must be at most {max}, got {n}"),
-                ));
-            }
+            let n = bounded(file, &format!("gatehouse.{field}"), v, d, max)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         };
         const MIB: u64 = 1024 * 1024;

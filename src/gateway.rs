@@ -3,7 +3,7 @@
 //! queue that swaps registry snapshots (CONTRACT §1.7). Passed around as
 //! `Arc<Gateway>`; there are no globals.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +12,7 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::http::path::Reject;
 use crate::keys::KeyIds;
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub upstream: Arc<Upstream>,
     pub rate: RateLimiter,
     pub quotas: Quotas,
+    /// Paths refused with 400, by `Reject::index` (for the metrics).
+    pub path_rejects: [AtomicU64; Reject::ALL.len()],
     registry: RwLock<Arc<Registry>>,
     reloads: ReloadQueue,
 }
@@ -49,7 +52,7 @@ impl Gateway {
         let sessions = Sessions::new(store.clone(), config.session_cache);
         let quotas = Quotas::load(store.clone())?;
         info!("store {}: opened", config.store_path.display());
-        let registry = Registry::load_dir(&config.app_path, config.enable_strict_routes);
+        let registry = Registry::load(&config);
         info!(
             "apis: {} loaded from {}",
             registry.len(),
@@ -67,6 +70,7 @@ impl Gateway {
             rate: RateLimiter::default(),
             key_ids: KeyIds::new(config.session_cache),
             quotas,
+            path_rejects: Default::default(),
             registry: RwLock::new(Arc::new(registry)),
             reloads: ReloadQueue::default(),
             config,
@@ -83,7 +87,7 @@ impl Gateway {
 
     /// Re-reads `app_path` and swaps the API set in one step.
     pub fn reload_now(&self) {
-        let fresh = Registry::load_dir(&self.config.app_path, self.config.enable_strict_routes);
+        let fresh = Registry::load(&self.config);
         let current = self.registry();
         if fresh.is_empty() && current.is_empty() {
             return;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::apidef::ApiSpec;
 use crate::error::proxy_error;
 use crate::http::codec::{ResponseHead, encode_request_head};
+use crate::http::path::{self, Reject};
 use crate::http::{Body, Framing, Headers, Response};
 use crate::pipeline::Exchange;
 use crate::upstream::{Outgoing, Upstream, UpstreamError};
@@ -39,28 +40,90 @@ const PROTECTED: &[&str] = &[
 
 /// The path after the API's listen path, or after its `/<api_id>` alias.
 pub fn rest_of_path<'a>(api: &ApiSpec, path: &'a str) -> &'a str {
-    if let Some(n) = api.listen.matches(path) {
+    if let Some(n) = api.listen.covers(path) {
         return &path[n..];
     }
     let alias = format!("/{}", api.id());
     path.strip_prefix(alias.as_str()).unwrap_or(path)
 }
 
-/// The upstream request target: path and query (CONTRACT §3.2).
+/// The canonical path to forward: without the listen path when the API
+/// strips it (CONTRACT §3.2).
+pub fn listen_stripped<'a>(api: &ApiSpec, key: &'a str) -> &'a str {
+    match api.listen.covers(key) {
+        Some(n) if api.def.proxy.strip_listen_path => &key[n..],
+        _ => key,
+    }
+}
+
+/// `sent` (the forwarded form of the canonical path `key`) without the
+/// listen path's segments, counted on the canonical form (PATHS.md §3 step
+/// 5): never a byte prefix of `sent`. Err when the segments do not line up:
+/// one that is empty or a dot segment once canonical, an escaped slash that
+/// the listen path would split, or a rest that no longer means the rest of
+/// `key`.
+pub fn strip_aligned<'a>(api: &ApiSpec, key: &str, sent: &'a str) -> Result<&'a str, Reject> {
+    let Some(n) = api.listen.covers(key) else {
+        return Ok(sent);
+    };
+    if !sent.starts_with('/') {
+        return Err(Reject::AmbiguousPath);
+    }
+    let head = key[..n].trim_end_matches('/');
+    let canonical = |s: &str| -> Result<String, Reject> {
+        let slashed = if s.starts_with('/') {
+            s.to_string()
+        } else {
+            format!("/{s}")
+        };
+        path::canonicalize(&slashed).map(|c| c.key.into_owned())
+    };
+    let mut acc = String::new();
+    let mut cut = 0;
+    let mut start = 1;
+    while acc.len() < head.len() {
+        if start > sent.len() {
+            return Err(Reject::AmbiguousPath);
+        }
+        let end = sent[start..].find('/').map_or(sent.len(), |i| start + i);
+        let seg = &sent[start..end];
+        let k = canonical(seg)?;
+        if k == "/" {
+            return Err(Reject::AmbiguousPath);
+        }
+        let before = acc.len();
+        acc.push_str(&k);
+        cut = end;
+        if !head.starts_with(acc.as_str()) {
+            // The listen path ends inside this segment (`/app` on `/apple`):
+            // cut there when the segment is one plain segment spelled so.
+            let partial = &head[before..];
+            let single = !k[1..].contains('/');
+            if acc.starts_with(head) && single && seg.starts_with(&partial[1..]) {
+                cut = start + partial.len() - 1;
+                break;
+            }
+            return Err(Reject::AmbiguousPath);
+        }
+        start = end + 1;
+    }
+    let rest = &sent[cut..];
+    if canonical(rest)? != canonical(&key[n..])? {
+        return Err(Reject::AmbiguousPath);
+    }
+    Ok(rest)
+}
+
+/// The upstream request target: `path` (already without the listen path
+/// when the API strips it) joined with the target URL, and the query
+/// (CONTRACT §3.2).
 pub fn upstream_target(
     api: &ApiSpec,
-    req_path: &str,
+    path: &str,
     query: &str,
     strip_version: Option<&str>,
 ) -> String {
-    let mut rest = if api.def.proxy.strip_listen_path {
-        match api.listen.matches(req_path) {
-            Some(n) => req_path[n..].to_string(),
-            None => req_path.to_string(),
-        }
-    } else {
-        req_path.to_string()
-    };
+    let mut rest = path.to_string();
     if !rest.starts_with('/') {
         rest.insert(0, '/');
     }
@@ -179,7 +242,11 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
     if max > 0 && matches!(x.req.framing, Framing::Length(n) if n > max) {
         return Err(proxy_error(413, TOO_LARGE, cfg.hide_generator_header).with_close());
     }
-    let target = upstream_target(x.api, &x.req.path, &x.req.query, x.strip_version.as_deref());
+    let path = match &x.routed.upstream {
+        Some(p) => p.as_str(),
+        None => listen_stripped(x.api, x.path()),
+    };
+    let target = upstream_target(x.api, path, &x.req.query, x.strip_version.as_deref());
     let headers = upstream_headers(x);
     let mut head = Vec::with_capacity(512);
     encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
@@ -308,22 +375,70 @@ mod tests {
         ApiSpec::from_value(Path::new("t.json"), raw).unwrap()
     }
 
+    fn target(a: &ApiSpec, key: &str, query: &str, version: Option<&str>) -> String {
+        upstream_target(a, listen_stripped(a, key), query, version)
+    }
+
     #[test]
     fn target_join_follows_tyk() {
         let a = api("/api/", "http://h/base/", true);
-        assert_eq!(upstream_target(&a, "/api/", "", None), "/base");
-        assert_eq!(upstream_target(&a, "/api/x/y", "", None), "/base/x/y");
+        assert_eq!(target(&a, "/api/", "", None), "/base");
+        assert_eq!(target(&a, "/api", "", None), "/base");
+        assert_eq!(target(&a, "/api/x/y", "", None), "/base/x/y");
         let a = api("/api/", "http://h", false);
-        assert_eq!(upstream_target(&a, "/api/x", "q=1", None), "/api/x?q=1");
+        assert_eq!(target(&a, "/api/x", "q=1", None), "/api/x?q=1");
         let a = api("/q/", "http://h/?t=1", true);
-        assert_eq!(upstream_target(&a, "/q/get", "q=2", None), "/get?t=1&q=2");
-        assert_eq!(upstream_target(&a, "/q/", "", None), "/?t=1");
+        assert_eq!(target(&a, "/q/get", "q=2", None), "/get?t=1&q=2");
+        assert_eq!(target(&a, "/q/", "", None), "/?t=1");
     }
 
     #[test]
     fn version_segment_is_stripped() {
         let a = api("/v/", "http://h", true);
-        assert_eq!(upstream_target(&a, "/v/v1/items", "", Some("v1")), "/items");
+        assert_eq!(target(&a, "/v/v1/items", "", Some("v1")), "/items");
+    }
+
+    #[test]
+    fn stripping_counts_canonical_segments() {
+        let a = api("/users/protected/", "http://h", true);
+        let strip = |key, sent| strip_aligned(&a, key, sent);
+        assert_eq!(
+            strip("/users/protected/s", "/users/protected;x/s"),
+            Ok("/s")
+        );
+        assert_eq!(
+            strip("/users/protected/a/b", "/users/protected/a%2Fb"),
+            Ok("/a%2Fb")
+        );
+        assert_eq!(strip("/users/protected", "/users/protected;x"), Ok(""));
+        let ambiguous = Err(Reject::AmbiguousPath);
+        // Path cleaning off: `//` inside the listen path.
+        assert_eq!(
+            strip("/users/protected/s", "/users//protected/s"),
+            ambiguous
+        );
+        // `..;` climbing back into the listen path.
+        assert_eq!(
+            strip("/users/protected/s", "/users/x/..;/protected/s"),
+            ambiguous
+        );
+        assert_eq!(
+            strip("/users/protected/s", "/users/protected/..;/protected/s"),
+            ambiguous
+        );
+        assert_eq!(
+            strip("/users/protected/s", "/users%2Fprotected/s"),
+            Ok("/s")
+        );
+        let a = api("/app", "http://h", true);
+        assert_eq!(strip_aligned(&a, "/apple/x", "/apple;p/x"), Ok("le;p/x"));
+        let a = api("/a/", "http://h", true);
+        assert_eq!(strip_aligned(&a, "/a/b/c", "/a/b%2Fc"), Ok("/b%2Fc"));
+        // An escaped slash the listen path would split.
+        assert_eq!(
+            strip_aligned(&a, "/a/b/c", "/a%2Fb/c"),
+            Err(Reject::AmbiguousPath)
+        );
     }
 
     #[test]

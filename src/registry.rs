@@ -1,7 +1,9 @@
-//! The set of loaded APIs: reading `app_path`, and routing a request path
-//! to an API (longest listen path first, CONTRACT §3.1). A `Registry` is an
-//! immutable snapshot; the gateway swaps whole snapshots on reload, so a
-//! request in flight keeps the set it started with.
+//! The set of loaded APIs: reading `app_path`, and routing a canonical
+//! request path (`http::path`) to an API (longest listen path first,
+//! CONTRACT §3.1; a listen path `/a/b/` also takes exactly `/a/b`, PATHS.md
+//! §3 step 4). A `Registry` is an immutable snapshot; the gateway swaps
+//! whole snapshots on reload, so a request in flight keeps the set it
+//! started with.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,13 +11,16 @@ use std::sync::Arc;
 
 use log::{error, info, warn};
 
-use crate::apidef::{ApiSpec, ListenPath};
+use crate::apidef::{ApiSpec, ListenPath, reserved_listen_path};
+use crate::config::Config;
 
 /// One route: a prefix and the API it leads to.
 struct Route {
     prefix: ListenPath,
     /// The API's own listen path (not its `/<api_id>/` alias).
     primary: bool,
+    /// `/a/b/` also takes exactly `/a/b`, unless an API listens there.
+    claims_bare: bool,
     api: Arc<ApiSpec>,
 }
 
@@ -62,42 +67,76 @@ impl Registry {
             reg.routes.push(Route {
                 prefix: api.listen.clone(),
                 primary: true,
+                claims_bare: true,
                 api: api.clone(),
             });
             reg.routes.push(Route {
                 prefix: ListenPath::new(&format!("/{}/", api.id())),
                 primary: false,
+                claims_bare: true,
                 api: api.clone(),
             });
             reg.by_id.insert(api.id().to_string(), api.clone());
             reg.order.push(api);
+        }
+        let texts: Vec<String> = reg.routes.iter().map(|r| r.prefix.text.clone()).collect();
+        for route in &mut reg.routes {
+            route.claims_bare = !texts.iter().any(|t| route.prefix.is_bare(t));
         }
         reg.routes
             .sort_by_key(|r| std::cmp::Reverse(r.prefix.sort_len()));
         reg
     }
 
-    /// Reads every `*.json` in `dir`, skipping (with an error naming the
-    /// file) those that fail to parse or validate.
-    pub fn load_dir(dir: &Path, strict: bool) -> Registry {
-        Registry::new(read_dir(dir), strict)
+    /// Reads every `*.json` in `app_path`, skipping (with an error naming
+    /// the file) those that fail to parse or validate, or whose listen path
+    /// is reserved.
+    pub fn load(config: &Config) -> Registry {
+        let specs = read_dir(&config.app_path)
+            .into_iter()
+            .filter(|(file, spec)| {
+                let reserved = reserved_listen_path(&spec.listen.text, &config.health_check_path);
+                if let Some(why) = &reserved {
+                    error!(
+                        "apis: skipping {}: `proxy.listen_path`: {why}",
+                        file.display()
+                    );
+                }
+                reserved.is_none()
+            })
+            .map(|(_, spec)| {
+                info!(
+                    "loaded API {:?} (api_id {}) on {} -> {}",
+                    spec.def.name, spec.def.api_id, spec.listen.text, spec.def.proxy.target_url
+                );
+                spec
+            })
+            .collect();
+        Registry::new(specs, config.enable_strict_routes)
     }
 
-    /// The API serving `path`, if any.
+    /// The API serving the canonical `path`, if any. A path that is a
+    /// listen path without its trailing `/` goes to that API rather than
+    /// fall through to a shorter listen path (it stays unrouted when none
+    /// would take it).
     pub fn lookup(&self, path: &str) -> Option<Lookup<'_>> {
+        let mut claimant: Option<&Arc<ApiSpec>> = None;
         for route in &self.routes {
+            let api = claimant.unwrap_or(&route.api);
             if self.strict && route.primary && is_strict_candidate(&route.prefix.text) {
-                let p = &route.prefix.text;
-                if path == p || path.starts_with(&format!("{p}/")) {
-                    return Some(Lookup::Api(&route.api));
+                let Some(after) = path.strip_prefix(route.prefix.text.as_str()) else {
+                    continue;
+                };
+                if after.is_empty() || after.starts_with('/') || claimant.is_some() {
+                    return Some(Lookup::Api(api));
                 }
-                if path.starts_with(p.as_str()) {
-                    return Some(Lookup::NotFound);
-                }
-                continue;
+                return Some(Lookup::NotFound);
             }
             if route.prefix.matches(path).is_some() {
-                return Some(Lookup::Api(&route.api));
+                return Some(Lookup::Api(api));
+            }
+            if claimant.is_none() && route.claims_bare && route.prefix.is_bare(path) {
+                claimant = Some(&route.api);
             }
         }
         None
@@ -126,7 +165,7 @@ fn is_strict_candidate(listen_path: &str) -> bool {
 }
 
 /// Compiles every definition file in `dir`, sorted by file name.
-fn read_dir(dir: &Path) -> Vec<ApiSpec> {
+fn read_dir(dir: &Path) -> Vec<(std::path::PathBuf, ApiSpec)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -152,13 +191,7 @@ fn read_dir(dir: &Path) -> Vec<ApiSpec> {
             .map_err(|e| crate::error::Error::config(&file, "", e))
             .and_then(|text| ApiSpec::from_json(&file, &text));
         match loaded {
-            Ok(spec) => {
-                info!(
-                    "loaded API {:?} (api_id {}) on {} -> {}",
-                    spec.def.name, spec.def.api_id, spec.listen.text, spec.def.proxy.target_url
-                );
-                specs.push(spec);
-            }
+            Ok(spec) => specs.push((file, spec)),
             Err(e) => error!("apis: skipping {e}"),
         }
     }
@@ -209,6 +242,23 @@ mod tests {
         assert_eq!(routed(&reg, "/apple").as_deref(), Some("404"));
         let loose = Registry::new(vec![spec("app", "/app"), spec("root", "/")], false);
         assert_eq!(routed(&loose, "/apple").as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn trailing_slash_listen_path_takes_the_bare_path() {
+        let reg = Registry::new(vec![spec("short", "/a/"), spec("long", "/a/b/")], false);
+        assert_eq!(routed(&reg, "/a/b").as_deref(), Some("long"));
+        assert_eq!(routed(&reg, "/a/bc").as_deref(), Some("short"));
+        assert_eq!(routed(&reg, "/a"), None);
+        // With no shorter listen path to fall through to, it stays unrouted.
+        let reg = Registry::new(vec![spec("long", "/a/b/")], false);
+        assert_eq!(routed(&reg, "/a/b"), None);
+        let reg = Registry::new(vec![spec("long", "/a/b/"), spec("root", "/")], false);
+        assert_eq!(routed(&reg, "/a/b").as_deref(), Some("long"));
+        // An API listening on the bare path keeps it.
+        let reg = Registry::new(vec![spec("slash", "/a/b/"), spec("bare", "/a/b")], false);
+        assert_eq!(routed(&reg, "/a/b").as_deref(), Some("bare"));
+        assert_eq!(routed(&reg, "/a/b/x").as_deref(), Some("slash"));
     }
 
     #[test]

@@ -2,15 +2,26 @@
 //! never proxies), or an API's pipeline. With a separate `control_api_port`
 //! the admin listener serves only the first two and the proxy listener only
 //! the last.
+//!
+//! Every decision is taken on the canonical path (`http::path`), never on
+//! the bytes as sent: a path that can only be ambiguous is refused with 400
+//! before routing, the API is chosen by its routing key, that API's path
+//! switches (the gateway's, overridden by its `gatehouse.paths`) refuse or
+//! allow what the path holds, and `path_cleaning` chooses what goes
+//! upstream. All of this happens before any stage runs.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::admin;
-use crate::error::{Error, admin_error};
+use crate::apidef::ApiSpec;
+use crate::error::{Error, admin_error, proxy_error};
 use crate::gateway::Gateway;
+use crate::http::path::{self, Canonical, Cleaning, PathRules, Reject};
 use crate::http::{Request, Response};
-use crate::pipeline::{self, Prepared};
+use crate::pipeline::{self, Prepared, Routed};
+use crate::proxy;
 use crate::registry::Lookup;
 use crate::server::Handler;
 
@@ -22,40 +33,139 @@ pub struct Router {
     pub proxy: bool,
 }
 
+/// Where a request is going.
+enum Dest {
+    Health,
+    Admin,
+    Api(Arc<ApiSpec>, Routed),
+}
+
 impl Handler for Router {
     fn prepare(&self, req: Request) -> Prepared {
-        let admin = self.admin
-            && (req.path == self.gw.config.health_check_path
-                || req.path == "/tyk"
-                || req.path.starts_with("/tyk/"));
-        if admin || !self.proxy {
-            return Prepared::Defer(req);
-        }
-        let registry = self.gw.registry();
-        match registry.lookup(&req.path) {
-            Some(Lookup::Api(api)) => pipeline::prepare(&self.gw, api, req, true),
-            _ => Prepared::Respond(Response::text(404, "Not Found")),
+        match self.destination(&req) {
+            Ok(Dest::Api(api, routed)) => pipeline::prepare(&self.gw, &api, req, routed, true),
+            Ok(Dest::Health | Dest::Admin) => Prepared::Defer(req),
+            Err(res) => Prepared::Respond(res),
         }
     }
 
     fn handle(&self, req: Request, body: &mut dyn Read) -> Response {
-        if self.admin {
-            if req.path == self.gw.config.health_check_path {
-                return health(&self.gw, &req);
-            }
-            if req.path == "/tyk" || req.path.starts_with("/tyk/") {
-                return admin::handle(&self.gw, req, body);
-            }
+        match self.destination(&req) {
+            Ok(Dest::Api(api, routed)) => pipeline::run(&self.gw, &api, req, routed, body),
+            Ok(Dest::Health) => health(&self.gw, &req),
+            Ok(Dest::Admin) => admin::handle(&self.gw, req, body),
+            Err(res) => res,
         }
-        if self.proxy {
-            let registry = self.gw.registry();
-            if let Some(Lookup::Api(api)) = registry.lookup(&req.path) {
-                let api = api.clone();
-                return pipeline::run(&self.gw, &api, req, body);
-            }
-        }
-        Response::text(404, "Not Found")
     }
+}
+
+impl Router {
+    /// The admin API or an API for `req`; Err is the answer (400, 404, a
+    /// redirect). The admin API gets the path as sent.
+    fn destination(&self, req: &Request) -> Result<Dest, Response> {
+        if req.path == "*" {
+            return Err(not_found());
+        }
+        let canon = path::canonicalize(&req.path).map_err(|r| self.refuse(r, req))?;
+        if self.admin && canon.key == self.gw.config.health_check_path {
+            return Ok(Dest::Health);
+        }
+        if self.admin && (canon.key == "/tyk" || canon.key.starts_with("/tyk/")) {
+            return Ok(Dest::Admin);
+        }
+        let registry = self.gw.registry();
+        let api = match registry.lookup(&canon.key) {
+            Some(Lookup::Api(api)) if self.proxy => api.clone(),
+            _ => {
+                self.gw
+                    .config
+                    .paths
+                    .check(canon.found)
+                    .map_err(|r| self.refuse(r, req))?;
+                return Err(not_found());
+            }
+        };
+        let rules = self.gw.config.paths.with(&api.def.gatehouse.paths);
+        let routed = self.routed(&api, &canon, rules, req)?;
+        Ok(Dest::Api(api, routed))
+    }
+
+    /// Applies `rules` to a path routed to `api`: refusals, `path_cleaning`,
+    /// and the path that goes upstream.
+    fn routed(
+        &self,
+        api: &ApiSpec,
+        canon: &Canonical<'_>,
+        rules: PathRules,
+        req: &Request,
+    ) -> Result<Routed, Response> {
+        if canon.is_clean() {
+            return Ok(Routed::default());
+        }
+        rules.check(canon.found).map_err(|r| self.refuse(r, req))?;
+        let sent = if rules.cleaning == Cleaning::Off {
+            canon.raw.to_string()
+        } else {
+            let f =
+                path::forwarded(canon, rules.escaped_slashes).map_err(|r| self.refuse(r, req))?;
+            if f.cleaned && matches!(rules.cleaning, Cleaning::Redirect | Cleaning::Redirect308) {
+                return Err(redirect(rules.cleaning, &f.path, &req.query));
+            }
+            f.path
+        };
+        let key = canon.key.to_string();
+        let upstream = if !api.def.proxy.strip_listen_path {
+            (sent != key).then_some(sent)
+        } else if sent == key {
+            None
+        } else {
+            let rest = proxy::strip_aligned(api, &key, &sent).map_err(|r| self.refuse(r, req))?;
+            Some(rest.to_string())
+        };
+        Ok(Routed {
+            key: Some(key),
+            upstream,
+        })
+    }
+
+    /// A 400 for a refused path: logged at debug, counted, the reason named.
+    fn refuse(&self, reason: Reject, req: &Request) -> Response {
+        self.gw.path_rejects[reason.index()].fetch_add(1, Ordering::Relaxed);
+        log::debug!(
+            "router: {} {} from {}: path refused ({})",
+            req.method,
+            req.path.escape_debug(),
+            req.peer,
+            reason.name()
+        );
+        let message = format!(
+            "invalid request path ({}): {}",
+            reason.name(),
+            reason.message()
+        );
+        proxy_error(400, &message, self.gw.config.hide_generator_header)
+    }
+}
+
+fn not_found() -> Response {
+    Response::text(404, "Not Found")
+}
+
+/// 301 (or 308) to the cleaned path, query kept (gorilla/mux's cleaning).
+fn redirect(cleaning: Cleaning, path: &str, query: &str) -> Response {
+    let status = if cleaning == Cleaning::Redirect308 {
+        308
+    } else {
+        301
+    };
+    let location = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut res = Response::new(status);
+    res.headers.set("Location", location);
+    res
 }
 
 /// `GET /hello` (CONTRACT §1.2), with the store reported as `redis`.

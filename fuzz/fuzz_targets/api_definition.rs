@@ -4,10 +4,11 @@
 //! Properties:
 //! - `from_json` never panics, whatever the JSON;
 //! - for a definition that loads, routing a request path to it never panics
-//!   (`proxy::rest_of_path` and `proxy::upstream_target` slice the path at
-//!   the matched length), a match never covers more of the path than there
-//!   is nor ends inside a character, and the listen path matches its own
-//!   text (an API unreachable at its own listen path is a routing bug).
+//!   (`proxy::rest_of_path`, `listen_stripped`, `strip_aligned` and
+//!   `upstream_target` slice the path at the matched length), a match never
+//!   covers more of the path than there is nor ends inside a character, and
+//!   the listen path matches its own text (an API unreachable at its own
+//!   listen path is a routing bug).
 //!
 //! The request paths tried are fixed ones plus the definition's `name`, so
 //! the fuzzer controls a path too without a second input format.
@@ -16,7 +17,7 @@
 use std::path::Path;
 
 use gatehouse::apidef::ApiSpec;
-use gatehouse::proxy::{rest_of_path, upstream_target};
+use gatehouse::proxy::{listen_stripped, rest_of_path, strip_aligned, upstream_target};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -50,8 +51,12 @@ fuzz_target!(|data: &[u8]| {
                 "match ends inside a character of {path:?}"
             );
         }
+        if let Some(used) = spec.listen.covers(path) {
+            assert!(used <= path.len() && path.is_char_boundary(used));
+        }
         let _ = rest_of_path(&spec, path);
-        let _ = upstream_target(&spec, path, "", None);
+        let _ = strip_aligned(&spec, path, name);
+        let _ = upstream_target(&spec, listen_stripped(&spec, path), "", None);
         let _ = upstream_target(&spec, path, "a=1", Some(version));
     }
     assert!(

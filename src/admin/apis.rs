@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::apidef::{ApiSpec, check_api_id};
+use crate::apidef::{ApiSpec, check_api_id, reserved_listen_path};
 use crate::error::admin_error;
 use crate::http::Response;
 use crate::keyid::random_hex_id;
@@ -49,17 +49,21 @@ fn read_definition(call: &mut Call<'_>) -> Result<Value, Response> {
     if check_api_id(&id).is_err() {
         return Err(admin_error(400, "Invalid API ID"));
     }
-    if let Err(e) = ApiSpec::from_value(Path::new("request"), def.clone()) {
-        let reason = match e {
-            crate::error::Error::Config { field, message, .. } if !field.is_empty() => {
-                format!("{field}: {message}")
-            }
-            other => other.to_string(),
-        };
-        return Err(admin_error(
+    let invalid = |reason: String| {
+        admin_error(
             400,
             &format!("Validation of API Definition failed. Reason: {reason}."),
-        ));
+        )
+    };
+    let spec = ApiSpec::from_value(Path::new("request"), def.clone()).map_err(|e| match e {
+        crate::error::Error::Config { field, message, .. } if !field.is_empty() => {
+            invalid(format!("{field}: {message}"))
+        }
+        other => invalid(other.to_string()),
+    })?;
+    let health = &call.gw.config.health_check_path;
+    if let Some(why) = reserved_listen_path(&spec.listen.text, health) {
+        return Err(invalid(format!("proxy.listen_path: {why}")));
     }
     Ok(def)
 }

@@ -37,7 +37,9 @@ pub struct Exchange<'a> {
     pub gw: &'a Gateway,
     pub api: &'a ApiSpec,
     pub req: Request,
-    /// The request path after the listen path (or the `/<api_id>` alias).
+    /// The canonical path and what goes upstream, as the router found them.
+    pub routed: Routed,
+    /// The canonical path after the listen path (or the `/<api_id>` alias).
     pub rest: String,
     /// Unix seconds at the start of the request.
     pub now: i64,
@@ -55,7 +57,23 @@ pub struct Exchange<'a> {
     pub nonblocking: bool,
 }
 
+/// A request's path as the router resolved it (`router`, `http::path`).
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// The canonical path, when it is not the path as sent.
+    pub key: Option<String>,
+    /// The path to send upstream, the listen path already stripped when the
+    /// API strips it; None: derived from the canonical path.
+    pub upstream: Option<String>,
+}
+
 impl Exchange<'_> {
+    /// The canonical request path: what routing, versions and endpoint
+    /// matching read.
+    pub fn path(&self) -> &str {
+        self.routed.key.as_deref().unwrap_or(&self.req.path)
+    }
+
     /// Tyk's error body for this API's gateway settings.
     pub fn reject(&self, status: u16, message: &str) -> Flow {
         Flow::Respond(proxy_error(
@@ -95,12 +113,20 @@ pub enum Prepared {
 
 /// Runs `api`'s stages on `req` without forwarding it. With `nonblocking`,
 /// a stage that would block (store read, throttle wait) defers instead.
-pub fn prepare(gw: &Gateway, api: &ApiSpec, req: Request, nonblocking: bool) -> Prepared {
-    let rest = proxy::rest_of_path(api, &req.path).to_string();
+pub fn prepare(
+    gw: &Gateway,
+    api: &ApiSpec,
+    req: Request,
+    routed: Routed,
+    nonblocking: bool,
+) -> Prepared {
+    let path = routed.key.as_deref().unwrap_or(&req.path);
+    let rest = proxy::rest_of_path(api, path).to_string();
     let mut x = Exchange {
         gw,
         api,
         req,
+        routed,
         rest,
         now: crate::gateway::unix_now(),
         session: None,
@@ -124,8 +150,14 @@ pub fn prepare(gw: &Gateway, api: &ApiSpec, req: Request, nonblocking: bool) -> 
 }
 
 /// Runs `api`'s stages on `req`, then forwards it upstream (blocking).
-pub fn run(gw: &Gateway, api: &ApiSpec, req: Request, body: &mut dyn Read) -> Response {
-    match prepare(gw, api, req, false) {
+pub fn run(
+    gw: &Gateway,
+    api: &ApiSpec,
+    req: Request,
+    routed: Routed,
+    body: &mut dyn Read,
+) -> Response {
+    match prepare(gw, api, req, routed, false) {
         Prepared::Respond(res) => res,
         Prepared::Forward(f) => f.send(body),
         Prepared::Defer(_) => unreachable!("blocking stages never defer"),

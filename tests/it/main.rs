@@ -14,6 +14,7 @@ mod edge;
 mod errors;
 mod health;
 mod limits;
+mod paths;
 mod proxy;
 mod resources;
 mod upstream_faults;
