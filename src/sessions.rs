@@ -110,8 +110,18 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
 
+    /// Opens the store in `dir`. sled's flusher thread can hold the
+    /// directory lock for a moment after the previous handle is dropped, so
+    /// a reopen is retried for a while.
     fn sessions(dir: &std::path::Path, capacity: usize) -> Sessions {
-        Sessions::new(Arc::new(SledStore::open(dir).unwrap()), capacity)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(dir) {
+                Ok(store) => return Sessions::new(Arc::new(store), capacity),
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
     }
 
     #[test]
