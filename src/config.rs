@@ -99,6 +99,9 @@ pub struct RawServer {
     pub max_pipelined: i64,
     pub linger_ms: Option<i64>,
     pub session_cache: i64,
+    /// Request bodies up to this many bytes are read whole, and checked,
+    /// before anything goes upstream.
+    pub max_buffered_body: i64,
     /// How request paths are checked and normalised (PATHS.md).
     pub paths: RawPathRules,
 }
@@ -151,6 +154,8 @@ pub struct Config {
     pub enable_strict_routes: bool,
     /// The gateway's path switches; an API may override them.
     pub paths: PathRules,
+    /// Request bodies up to this size are read whole before going upstream.
+    pub max_buffered_body: u64,
     /// 0 = unlimited.
     pub max_request_body_size: u64,
     pub admin_max_body: u64,
@@ -373,6 +378,13 @@ impl RawConfig {
             )?,
             enable_strict_routes: opts.enable_strict_routes,
             paths: self.path_rules(),
+            max_buffered_body: bounded(
+                file,
+                "gatehouse.max_buffered_body",
+                g.max_buffered_body,
+                64 * 1024,
+                16 * 1024 * 1024,
+            )?,
             max_request_body_size: non_negative(
                 file,
                 "http_server_options.max_request_body_size",
@@ -562,6 +574,15 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("`gatehouse.head_timeout_secs`"),
+            "{err}"
+        );
+        let err = load_str(
+            "tyk.conf",
+            r#"{"gatehouse": {"max_buffered_body": 1000000000}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`gatehouse.max_buffered_body`"),
             "{err}"
         );
     }

@@ -231,6 +231,8 @@ pub struct Forward {
     close: bool,
     hide: bool,
     max_body: u64,
+    /// Bodies up to this size are read whole before the upstream is asked.
+    max_buffered: u64,
     /// `api <id> <method> <path>`, for logs.
     what: String,
 }
@@ -267,23 +269,54 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         close: cfg.server.close_connections,
         hide: cfg.hide_generator_header,
         max_body: max,
+        max_buffered: cfg.max_buffered_body,
         what: format!("api {} {} {}", x.api.id(), x.req.method, x.req.path),
     })
 }
 
 impl Forward {
     /// Sends the request (blocking) and builds the client's response.
+    ///
+    /// A chunked body, or one whose length is within `max_buffered`, is read
+    /// first: when it ends within that bound it is checked whole before the
+    /// upstream is even connected to, so a malformed one is refused with
+    /// nothing sent. A longer one is streamed, and if it turns out
+    /// malformed the upstream connection is dropped before the last chunk
+    /// (or the last byte of its length), so the upstream never sees a
+    /// complete request.
     pub fn send(&self, body: &mut dyn Read) -> Response {
         let mut capped = Capped {
             inner: body,
             left: self.max_body,
             on: self.max_body > 0,
         };
+        let first = match self.framing {
+            Framing::Chunked => Some(self.max_buffered),
+            Framing::Length(n) if n <= self.max_buffered => Some(n),
+            _ => None,
+        };
+        let mut buffered = Vec::new();
+        if let Some(limit) = first {
+            let read = (&mut capped).take(limit + 1).read_to_end(&mut buffered);
+            if let Err(e) = read {
+                return self.fail(UpstreamError::ClientBody(e));
+            }
+        }
+        let whole = first.is_some_and(|limit| buffered.len() as u64 <= limit);
+        let prefix = io::Cursor::new(buffered);
+        let (mut only, mut streamed);
+        let body: &mut dyn Read = if whole {
+            only = prefix;
+            &mut only
+        } else {
+            streamed = prefix.chain(&mut capped);
+            &mut streamed
+        };
         let out = Outgoing {
             address: &self.address,
             head: &self.head,
             framing: self.framing,
-            body: &mut capped,
+            body,
             replayable: self.replayable,
             head_request: self.head_request,
         };
