@@ -19,13 +19,14 @@ import statistics
 import sys
 
 UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-VARIANTS = ["direct", "nginx", "keyless", "keyed", "messy"]
+VARIANTS = ["direct", "nginx", "keyless", "keyed", "messy", "policy"]
 NAMES = {
     "direct": "direct upstream",
     "nginx": "nginx proxy",
     "keyless": "gatehouse keyless",
     "keyed": "gatehouse keyed",
     "messy": "gatehouse messy",
+    "policy": "gatehouse policy",
 }
 
 

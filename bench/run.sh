@@ -252,7 +252,7 @@ cp "$BIN" "$RUN/gatehouse"
 BIN=$RUN/gatehouse
 
 # ---------------------------------------------------------------- estimate
-VARIANTS=(direct nginx keyless keyed messy)
+VARIANTS=(direct nginx keyless keyed messy policy)
 nconns=$(wc -w <<<"$CONNS")
 measure_s=$((nconns * (${#VARIANTS[@]} * (WARMUP + 1) + ROUNDS * ${#VARIANTS[@]} * (DUR + 2))))
 echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"
@@ -298,7 +298,7 @@ PX_PID=$REPLY
 wait_http "$PX_PID" "nginx proxy" "http://127.0.0.1:$PX_PORT/" "$NGINX_RUN/proxy.err" 10
 
 SECRET=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-mkdir -p "$RUN/apps"
+mkdir -p "$RUN/apps" "$RUN/policies"
 workers_json=
 ((WORKERS)) && workers_json=", \"gatehouse\": {\"workers\": $WORKERS}"
 cat >"$RUN/tyk.conf" <<EOF
@@ -308,6 +308,7 @@ cat >"$RUN/tyk.conf" <<EOF
   "secret": "$SECRET",
   "app_path": "apps/",
   "storage": {"type": "sled", "path": "store"},
+  "policies": {"policy_path": "policies"},
   "hash_keys": true,
   "hash_key_function": "murmur64"$workers_json
 }
@@ -355,6 +356,16 @@ if ((QUOTA)); then
 else
     QUOTA_JSON='{"quota_max": -1}'
 fi
+# Issue 9: a policy with the same limits, for the 'policy' variant's key.
+python3 -c '
+import json, sys
+p = {"id": "bench-gold", "org_id": "1", "rate": 1000000, "per": 1,
+     "access_rights": {"bench-keyed": {"api_id": "bench-keyed", "versions": ["Default"]}}}
+p.update(json.loads(sys.argv[1]))
+p.pop("quota_remaining", None)
+print(json.dumps(p))' "$QUOTA_JSON" >"$RUN/policies/bench-gold.json"
+curl -s --max-time 10 "http://127.0.0.1:$GH_PORT/tyk/reload?block=true" -H "x-tyk-authorization: $SECRET" >/dev/null ||
+    die "reload request failed"
 key_body=$(python3 -c '
 import json, sys
 s = {"rate": 1000000, "per": 1, "org_id": "1",
@@ -366,6 +377,11 @@ answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/creat
     die "key create request failed"
 KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
     die "key create did not answer a key: $answer"
+answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/create" \
+    -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' \
+    -d '{"org_id": "1", "apply_policies": ["bench-gold"]}') || die "policy key create request failed"
+PKEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
+    die "policy key create did not answer a key: $answer"
 
 if ((KEYS)); then
     log "pre-loading $KEYS keys (bounded at ${KEYS_TIMEOUT} s)"
@@ -388,6 +404,8 @@ declare -A URL=(
     # Issue 8: a path the router must make canonical (`//`, `.`, an escaped
     # letter, a `;param`): the normaliser's slow path, keyed.
     [messy]="http://127.0.0.1:$GH_PORT/keyed//a/./%62;p/c"
+    # Issue 9: the keyed API with a key whose rights and limits come from a policy.
+    [policy]="http://127.0.0.1:$GH_PORT/keyed/"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
@@ -402,6 +420,7 @@ check_ok "nginx proxy" "${URL[nginx]}"
 check_ok "gatehouse keyless" "${URL[keyless]}"
 check_ok "gatehouse keyed" "${URL[keyed]}" -H "Authorization: $KEY"
 check_ok "gatehouse keyed, messy path" "${URL[messy]}" -H "Authorization: $KEY"
+check_ok "gatehouse policy key" "${URL[policy]}" -H "Authorization: $PKEY"
 code=$(http_code "${URL[keyed]}")
 [[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
 
@@ -420,7 +439,7 @@ target_pids() { # the processes whose CPU a variant is charged
     case $1 in
         direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
         nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
-        keyless|keyed|messy) echo "$GH_PID" ;;
+        keyless|keyed|messy|policy) echo "$GH_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -465,6 +484,7 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     local v=$1 c=$2 d=$3 out=$4
     local args=(-t1 "-c$c" "-d${d}s" --latency)
     [[ $v == keyed || $v == messy ]] && args+=(-H "Authorization: $KEY")
+    [[ $v == policy ]] && args+=(-H "Authorization: $PKEY")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use log::warn;
 use serde::Deserialize;
 
+use crate::auth::policy::PolicySource;
 use crate::error::Error;
 use crate::http::Limits;
 use crate::http::path::{Cleaning, PathRules, RawPathRules};
@@ -46,6 +47,7 @@ pub struct RawConfig {
     pub reload_interval: i64,
     pub hide_generator_header: bool,
     pub storage: RawStorage,
+    pub policies: RawPolicies,
     /// Ours: milliseconds between background writes of counters.
     pub quota_persist_interval: Option<i64>,
     /// Ours: the built-in echo upstream; absent = off.
@@ -63,6 +65,16 @@ pub struct RawHttpServerOptions {
     pub max_request_body_size: i64,
     /// Tyk's switch for forwarding raw paths: `gatehouse.paths.path_cleaning: off`.
     pub skip_url_cleaning: bool,
+}
+
+/// `policies` (CONTRACT §8): file mode only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPolicies {
+    pub policy_source: String,
+    pub policy_record_name: String,
+    pub policy_path: String,
+    pub allow_explicit_policy_id: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +152,10 @@ pub struct Config {
     pub control_listen: Option<SocketAddr>,
     pub secret: String,
     pub app_path: PathBuf,
+    /// Where policies are read from.
+    pub policies: PolicySource,
+    /// Where `POST /tyk/policies` writes: `policy_path`, else the config's folder.
+    pub policy_write_dir: PathBuf,
     pub store_path: PathBuf,
     pub hash_keys: bool,
     /// `hash_key_function` as written ("" = legacy ids).
@@ -191,6 +207,28 @@ impl Config {
     pub fn admin_loopback_only(&self) -> bool {
         self.secret.is_empty() || self.secret == SAMPLE_SECRET
     }
+}
+
+/// The `*.json` files of a folder that holds definitions (APIs, policies),
+/// sorted by name; `what` names them in the warning when it cannot be read.
+pub fn json_files(dir: &Path, what: &str) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(
+                "cannot read {what} folder {}: {e}; none loaded",
+                dir.display()
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Parses JSON, or TOML when the file name ends in `.toml`. Returns the raw
@@ -301,6 +339,8 @@ impl RawConfig {
                 dir.join("apps")
             }
         };
+        let policies = self.policy_source(file, &resolve)?;
+        let policy_write_dir = policies.dir.clone().unwrap_or_else(|| dir.clone());
         self.check_storage(file)?;
         let store_path = resolve(if self.storage.path.is_empty() {
             "data"
@@ -355,6 +395,8 @@ impl RawConfig {
             control_listen,
             secret: self.secret.clone(),
             app_path,
+            policies,
+            policy_write_dir,
             store_path,
             hash_keys: self.hash_keys,
             hash_key_function: self.hash_key_function.clone(),
@@ -419,6 +461,39 @@ impl RawConfig {
             )?)
             .unwrap_or(usize::MAX),
             server,
+        })
+    }
+
+    /// Where policies come from: `policy_path` wins over `policy_record_name`.
+    fn policy_source(
+        &self,
+        file: &Path,
+        resolve: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<PolicySource, Error> {
+        let p = &self.policies;
+        let service = match p.policy_source.as_str() {
+            "" | "file" => false,
+            "service" | "rpc" => {
+                warn!(
+                    "{}: policies.policy_source {:?} needs a Dashboard or MDCB; no policies are loaded",
+                    file.display(),
+                    p.policy_source
+                );
+                true
+            }
+            other => {
+                return Err(Error::config(
+                    file,
+                    "policies.policy_source",
+                    format!("expected \"file\", \"service\" or \"rpc\", got {other:?}"),
+                ));
+            }
+        };
+        let path = |s: &str| (!s.is_empty() && !service).then(|| resolve(s));
+        Ok(PolicySource {
+            dir: path(&p.policy_path),
+            record: path(&p.policy_record_name),
+            service,
         })
     }
 

@@ -1,6 +1,6 @@
 //! The running gateway's shared state: configuration, store, sessions, the
-//! current API registry snapshot and the upstream pool, plus the reload
-//! queue that swaps registry snapshots (CONTRACT §1.7). Passed around as
+//! current API registry and policy snapshots and the upstream pool, plus
+//! the reload queue that swaps them (CONTRACT §1.7). Passed around as
 //! `Arc<Gateway>`; there are no globals.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
+use crate::auth::Applied;
+use crate::auth::policy::PolicySet;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::path::Reject;
@@ -32,7 +34,12 @@ pub struct Gateway {
     pub quotas: Quotas,
     /// Paths refused with 400, by `Reject::index` (for the metrics).
     pub path_rejects: [AtomicU64; Reject::ALL.len()],
+    /// Sessions with their policies applied.
+    pub applied: Applied,
     registry: RwLock<Arc<Registry>>,
+    policies: RwLock<Arc<PolicySet>>,
+    /// The last policy snapshot's generation.
+    policy_generation: AtomicU64,
     reloads: ReloadQueue,
 }
 
@@ -52,6 +59,7 @@ impl Gateway {
         let sessions = Sessions::new(store.clone(), config.session_cache);
         let quotas = Quotas::load(store.clone())?;
         info!("store {}: opened", config.store_path.display());
+        let policies = PolicySet::load(&config.policies, 1);
         let registry = Registry::load(&config);
         info!(
             "apis: {} loaded from {}",
@@ -71,7 +79,10 @@ impl Gateway {
             key_ids: KeyIds::new(config.session_cache),
             quotas,
             path_rejects: Default::default(),
+            applied: Applied::new(config.session_cache),
             registry: RwLock::new(Arc::new(registry)),
+            policies: RwLock::new(Arc::new(policies)),
+            policy_generation: AtomicU64::new(1),
             reloads: ReloadQueue::default(),
             config,
         }))
@@ -85,8 +96,20 @@ impl Gateway {
             .clone()
     }
 
-    /// Re-reads `app_path` and swaps the API set in one step.
+    /// The current policy set. A request keeps the snapshot it started with.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the policies, then `app_path`, and swaps each set in one
+    /// step (policies first, as Tyk does).
     pub fn reload_now(&self) {
+        let generation = self.policy_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let policies = PolicySet::load(&self.config.policies, generation);
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policies);
         let fresh = Registry::load(&self.config);
         let current = self.registry();
         if fresh.is_empty() && current.is_empty() {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod apidef;
+pub mod auth;
 pub mod config;
 pub mod echo;
 pub mod error;

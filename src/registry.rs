@@ -12,7 +12,7 @@ use std::sync::Arc;
 use log::{error, info, warn};
 
 use crate::apidef::{ApiSpec, ListenPath, reserved_listen_path};
-use crate::config::Config;
+use crate::config::{Config, json_files};
 
 /// One route: a prefix and the API it leads to.
 struct Route {
@@ -166,22 +166,7 @@ fn is_strict_candidate(listen_path: &str) -> bool {
 
 /// Compiles every definition file in `dir`, sorted by file name.
 fn read_dir(dir: &Path) -> Vec<(std::path::PathBuf, ApiSpec)> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            warn!(
-                "apis: cannot read app_path {}: {e}; no APIs loaded",
-                dir.display()
-            );
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
+    let files = json_files(dir, "app_path");
     if files.is_empty() {
         warn!("apis: no API definitions in {}", dir.display());
     }

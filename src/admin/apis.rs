@@ -3,7 +3,6 @@
 //! changes until a reload. An `api_id` that could name a path outside
 //! `app_path` is refused (Tyk bug #3390).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -13,7 +12,7 @@ use crate::error::admin_error;
 use crate::http::Response;
 use crate::keyid::random_hex_id;
 
-use super::{Call, json, ok};
+use super::{Call, json, ok, write_durably};
 
 /// `GET /tyk/apis`.
 pub fn list(call: &Call<'_>) -> Response {
@@ -72,21 +71,15 @@ fn file_for(call: &Call<'_>, id: &str) -> PathBuf {
     call.gw.config.app_path.join(format!("{id}.json"))
 }
 
-/// Writes the file atomically: temp file, fsync, rename.
-fn write_file(path: &Path, def: &Value) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(def)?;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 fn save(call: &Call<'_>, id: &str, def: &Value, action: &str) -> Response {
     let path = file_for(call, id);
-    if let Err(e) =
-        std::fs::create_dir_all(&call.gw.config.app_path).and_then(|_| write_file(&path, def))
-    {
+    let written = serde_json::to_string_pretty(def)
+        .map_err(std::io::Error::from)
+        .and_then(|text| {
+            std::fs::create_dir_all(&call.gw.config.app_path)?;
+            write_durably(&path, text.as_bytes())
+        });
+    if let Err(e) = written {
         log::error!("admin: cannot write {}: {e}", path.display());
         return admin_error(500, "file object creation failed, write error");
     }

@@ -1,7 +1,9 @@
 //! `/tyk/keys…` (CONTRACT §1.3–1.4): creating, reading, updating, deleting
 //! and listing keys, with Tyk's write rules (reset of `last_updated` and
-//! `quota_renews`, kept `date_created`, past `expires`) and exact errors.
+//! `quota_renews`, kept `date_created`, past `expires`, policies applied
+//! before storing, §8) and exact errors; and `/tyk/keys/policy/{key}`.
 
+use crate::auth::apply::{ApplyError, apply, policy_ids};
 use crate::error::admin_error;
 use crate::gateway::unix_now;
 use crate::http::Response;
@@ -29,6 +31,24 @@ fn reset_counters(s: &mut Session, now: i64) {
 
 fn parse_session(bytes: &[u8]) -> Option<Session> {
     serde_json::from_slice(bytes).ok()
+}
+
+/// The session with its policies applied, as Tyk stores it: applied once
+/// for the key's org (a failure there leaves the session as sent), then
+/// checked against the org of every loaded API it grants.
+fn with_policies(call: &Call<'_>, session: Session) -> Result<Session, ApplyError> {
+    if policy_ids(&session).is_empty() {
+        return Ok(session);
+    }
+    let set = call.gw.policies();
+    let applied = apply(&session, &set, None).unwrap_or(session);
+    let registry = call.gw.registry();
+    for api_id in applied.access_rights.keys() {
+        if let Some(api) = registry.get(api_id) {
+            apply(&applied, &set, Some(&api.def.org_id))?;
+        }
+    }
+    Ok(applied)
 }
 
 fn key_hash(call: &Call<'_>, key_id: &str) -> Option<String> {
@@ -82,8 +102,12 @@ pub fn create(call: &mut Call<'_>) -> Response {
         Ok(b) => b,
         Err(res) => return res,
     };
-    let Some(mut session) = parse_session(&body) else {
+    let Some(session) = parse_session(&body) else {
         return admin_error(500, "Unmarshalling failed");
+    };
+    let mut session = match with_policies(call, session) {
+        Ok(s) => s,
+        Err(e) => return admin_error(500, &format!("Failed to create key - {e}")),
     };
     if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
         return admin_error(
@@ -104,8 +128,11 @@ pub fn add(call: &mut Call<'_>, name: Option<&str>) -> Response {
         Ok(b) => b,
         Err(res) => return res,
     };
-    let Some(mut session) = parse_session(&body) else {
+    let Some(session) = parse_session(&body) else {
         return admin_error(400, "Request malformed");
+    };
+    let Ok(mut session) = with_policies(call, session) else {
+        return admin_error(500, SECURITY);
     };
     let min = call.gw.config.min_token_length;
     if let Some(name) = name.filter(|n| n.chars().count() < min) {
@@ -178,12 +205,15 @@ pub fn update(call: &mut Call<'_>, id: &str) -> Response {
         Ok(b) => b,
         Err(res) => return res,
     };
-    let Some(mut session) = parse_session(&body) else {
+    let Some(session) = parse_session(&body) else {
         return admin_error(400, "Request malformed");
     };
     let found = match lookup(call, id, &session.org_id, "Key is not found") {
         Ok(f) => f,
         Err(res) => return res,
+    };
+    let Ok(mut session) = with_policies(call, session) else {
+        return admin_error(500, SECURITY);
     };
     let old = &found.session;
     session.date_created = old.date_created.clone();
@@ -331,4 +361,42 @@ pub fn preview(call: &mut Call<'_>) -> Response {
     session.last_updated = unix_now().to_string();
     session.date_created = rfc3339_now();
     json(&session)
+}
+
+/// `{"policy": id, "apply_policies": [ids]}` for `/tyk/keys/policy/{key}`.
+#[derive(serde::Deserialize)]
+struct PolicyUpdate {
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
+    apply_policies: Vec<String>,
+}
+
+/// `POST /tyk/keys/policy/{key}`: replaces the key's policies. The path id
+/// is the stored id (hashed when `hash_keys` is on), as in Tyk; the
+/// policies are neither checked nor applied here, and counters are kept.
+pub fn set_policies(call: &mut Call<'_>, id: &str) -> Response {
+    let body = match call.read_body() {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let Ok(update) = serde_json::from_slice::<PolicyUpdate>(&body) else {
+        return admin_error(400, "Couldn't decode instruction");
+    };
+    let found = match keys::find_stored(&call.gw.sessions, id) {
+        Ok(Some(f)) => f,
+        Ok(None) => return admin_error(404, "Key not found"),
+        Err(e) => return store_failure(&e, "Could not write key data"),
+    };
+    let mut session = (*found.session).clone();
+    session.apply_policies = update.apply_policies;
+    if !update.policy.is_empty() {
+        session.apply_policies.push(update.policy);
+    }
+    session.apply_policy_id.clear();
+    session.last_updated = unix_now().to_string();
+    if let Err(e) = call.gw.sessions.put(&found.stored_id, session) {
+        return store_failure(&e, "Could not write key data");
+    }
+    ok("updated", id, None)
 }

@@ -5,8 +5,10 @@
 
 mod apis;
 mod keys;
+mod policies;
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use log::warn;
 use subtle::ConstantTimeEq;
@@ -74,6 +76,20 @@ pub fn json<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
+/// Writes a file so that it survives a crash once this returns: a temp
+/// file, fsync, rename, then fsync of the folder.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn not_found() -> Response {
     Response::text(404, "404 page not found\n")
 }
@@ -118,6 +134,8 @@ pub fn handle(gw: &Gateway, req: Request, body: &mut dyn Read) -> Response {
     let method = req.method.clone();
     let mut call = Call { gw, req, body };
     match (segments.as_slice(), method.as_str()) {
+        (["keys", "policy", id], "POST") => keys::set_policies(&mut call, id),
+        (["keys", "policy", _], _) => method_not_supported(),
         (["keys"], "GET") => keys::list(&call),
         (["keys"], "POST") => keys::add(&mut call, None),
         (["keys", "create"], "POST") => keys::create(&mut call),
@@ -133,6 +151,14 @@ pub fn handle(gw: &Gateway, req: Request, body: &mut dyn Read) -> Response {
         (["apis", id], "PUT") => apis::update(&mut call, id),
         (["apis", id], "DELETE") => apis::delete(&call, id),
         (["apis"] | ["apis", _], _) => method_not_supported(),
+        (["policies"], "GET") => policies::list(&call),
+        (["policies", id], "GET") => policies::get(&call, id),
+        (["policies"] | ["policies", _], "POST") => policies::write(&mut call, None),
+        (["policies", id], "PUT") => policies::write(&mut call, Some(id)),
+        (["policies"], "PUT") => admin_error(400, "Must specify an apiID to update"),
+        (["policies", id], "DELETE") => policies::delete(&call, id),
+        (["policies"], "DELETE") => admin_error(400, "Must specify an apiID to delete"),
+        (["policies"] | ["policies", _], _) => method_not_supported(),
         (["reload"], "GET") => reload(&call, true),
         (["reload", "group"], "GET") => reload(&call, false),
         (["reload"] | ["reload", "group"], _) => method_not_supported(),

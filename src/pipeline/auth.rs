@@ -1,6 +1,7 @@
 //! Token auth (CONTRACT §3.4): reading the key from the header, query
-//! parameter or cookie the API names, and finding its session. Expiry and
-//! access rights are `access`'s.
+//! parameter or cookie the API names, and finding its session; then the
+//! key's policies (§8), applied by `auth`. Expiry and access rights are
+//! `access`'s.
 
 use crate::apidef::AuthSource;
 use crate::http::Request;
@@ -34,6 +35,29 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
         }
         Ok(None) => {
             log::debug!("api {}: unknown key", x.api.id());
+            x.reject(403, DISALLOWED)
+        }
+    }
+}
+
+/// A key with `apply_policies` gets the session its policies make, for
+/// this API's org (cached per stored session and policy snapshot). A key
+/// whose policies cannot be applied is unknown, as in Tyk.
+pub fn policies(x: &mut Exchange<'_>) -> Flow {
+    let Some(s) = &x.session else {
+        return Flow::Continue;
+    };
+    if s.apply_policies.is_empty() && s.apply_policy_id.is_empty() {
+        return Flow::Continue;
+    }
+    let set = x.gw.policies();
+    match x.gw.applied.get(&x.stored_id, s, &set, &x.api.def.org_id) {
+        Ok(applied) => {
+            x.session = Some(applied);
+            Flow::Continue
+        }
+        Err(e) => {
+            log::debug!("api {}: key's policies not applied: {e}", x.api.id());
             x.reject(403, DISALLOWED)
         }
     }

@@ -1,6 +1,6 @@
 //! The proxy pipeline: an API's ordered stages, then the proxy. The order
 //! is written once, here, in Tyk's order (CONTRACT §3.5): version check,
-//! auth, key expiry, access rights, rate limit and quota, API rate limit,
+//! auth (the key, then its policies), key expiry, access rights, rate limit and quota, API rate limit,
 //! then forwarding. Each API's list is built when it loads (`stages_for`),
 //! not per request. A stage either lets the request continue or answers it.
 
@@ -92,6 +92,7 @@ pub fn stages_for(def: &ApiDefinition) -> Vec<Stage> {
     } else {
         stages.extend([
             auth::token as Stage,
+            auth::policies,
             access::key_expired,
             access::rights,
             limit::rate_and_quota,

@@ -15,6 +15,7 @@ mod errors;
 mod health;
 mod limits;
 mod paths;
+mod policies;
 mod proxy;
 mod resources;
 mod upstream_faults;
