@@ -252,7 +252,7 @@ cp "$BIN" "$RUN/gatehouse"
 BIN=$RUN/gatehouse
 
 # ---------------------------------------------------------------- estimate
-VARIANTS=(direct nginx keyless keyed messy policy)
+VARIANTS=(direct nginx keyless keyed messy policy basic)
 nconns=$(wc -w <<<"$CONNS")
 measure_s=$((nconns * (${#VARIANTS[@]} * (WARMUP + 1) + ROUNDS * ${#VARIANTS[@]} * (DUR + 2))))
 echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"
@@ -322,6 +322,14 @@ cat >"$RUN/apps/bench-keyed.json" <<EOF
   "proxy": {"listen_path": "/keyed/", "target_url": "http://127.0.0.1:$UP_PORT/", "strip_listen_path": true}
 }
 EOF
+cat >"$RUN/apps/bench-basic.json" <<EOF
+{
+  "name": "Bench basic", "api_id": "bench-basic", "org_id": "1",
+  "use_keyless": false, "use_basic_auth": true,
+  "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}},
+  "proxy": {"listen_path": "/basic/", "target_url": "http://127.0.0.1:$UP_PORT/", "strip_listen_path": true}
+}
+EOF
 cat >"$RUN/apps/bench-open.json" <<EOF
 {
   "name": "Bench keyless", "api_id": "bench-open", "org_id": "1",
@@ -382,6 +390,16 @@ answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/creat
     -d '{"org_id": "1", "apply_policies": ["bench-gold"]}') || die "policy key create request failed"
 PKEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
     die "policy key create did not answer a key: $answer"
+# Issue 9: a basic-auth user (bcrypt, as Tyk stores it) with the keyed key's limits.
+basic_body=$(python3 -c '
+import json, sys
+s = {"rate": 1000000, "per": 1, "org_id": "1", "basic_auth_data": {"password": "bench-pass"},
+     "access_rights": {"bench-basic": {"api_id": "bench-basic", "versions": ["Default"]}}}
+s.update(json.loads(sys.argv[1]))
+print(json.dumps(s))' "$QUOTA_JSON")
+curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/bench-user" -H "x-tyk-authorization: $SECRET" \
+    -H 'Content-Type: application/json' -d "$basic_body" | grep -q '"status":"ok"' || die "basic-auth user create failed"
+BASIC="Basic $(printf bench-user:bench-pass | base64)"
 
 if ((KEYS)); then
     log "pre-loading $KEYS keys (bounded at ${KEYS_TIMEOUT} s)"
@@ -406,6 +424,8 @@ declare -A URL=(
     [messy]="http://127.0.0.1:$GH_PORT/keyed//a/./%62;p/c"
     # Issue 9: the keyed API with a key whose rights and limits come from a policy.
     [policy]="http://127.0.0.1:$GH_PORT/keyed/"
+    # Issue 9: a basic-auth API, the same user and password on every request.
+    [basic]="http://127.0.0.1:$GH_PORT/basic/"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
@@ -421,6 +441,7 @@ check_ok "gatehouse keyless" "${URL[keyless]}"
 check_ok "gatehouse keyed" "${URL[keyed]}" -H "Authorization: $KEY"
 check_ok "gatehouse keyed, messy path" "${URL[messy]}" -H "Authorization: $KEY"
 check_ok "gatehouse policy key" "${URL[policy]}" -H "Authorization: $PKEY"
+check_ok "gatehouse basic auth" "${URL[basic]}" -H "Authorization: $BASIC"
 code=$(http_code "${URL[keyed]}")
 [[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
 
@@ -439,7 +460,7 @@ target_pids() { # the processes whose CPU a variant is charged
     case $1 in
         direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
         nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
-        keyless|keyed|messy|policy) echo "$GH_PID" ;;
+        keyless|keyed|messy|policy|basic) echo "$GH_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -485,6 +506,7 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     local args=(-t1 "-c$c" "-d${d}s" --latency)
     [[ $v == keyed || $v == messy ]] && args+=(-H "Authorization: $KEY")
     [[ $v == policy ]] && args+=(-H "Authorization: $PKEY")
+    [[ $v == basic ]] && args+=(-H "Authorization: $BASIC")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }

@@ -68,6 +68,18 @@ pub struct GlobalRateLimit {
     pub disabled: bool,
 }
 
+/// `basic_auth`: how verified credentials are cached, and body extraction.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct BasicAuthMeta {
+    pub disable_caching: bool,
+    /// Seconds a verified bcrypt password is remembered; 0 = 60.
+    pub cache_ttl: i64,
+    pub extract_from_body: bool,
+    pub body_user_regexp: String,
+    pub body_password_regexp: String,
+}
+
 /// Ours: `"gatehouse": {...}` in an API definition.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -86,6 +98,8 @@ pub struct ApiDefinition {
     pub org_id: String,
     pub active: bool,
     pub use_keyless: bool,
+    pub use_basic_auth: bool,
+    pub basic_auth: BasicAuthMeta,
     pub use_standard_auth: bool,
     pub auth: AuthConfig,
     pub auth_configs: BTreeMap<String, AuthConfig>,
@@ -380,13 +394,26 @@ impl ApiSpec {
                 file.display()
             );
         }
+        if def.use_basic_auth && def.basic_auth.extract_from_body {
+            log::warn!(
+                "{}: basic_auth.extract_from_body is not supported yet: credentials are read from the header only",
+                file.display()
+            );
+        }
         let target = Target::parse(&def.proxy.target_url)
             .map_err(|m| Error::config(file, "proxy.target_url", m))?;
         let versioning = compile_versions(&def);
         let stages = pipeline::stages_for(&def);
         Ok(ApiSpec {
             listen: ListenPath::new(&listen),
-            auth: auth_source(&def),
+            auth: auth_source(
+                &def,
+                if def.use_basic_auth {
+                    "basic"
+                } else {
+                    "authToken"
+                },
+            ),
             expiration: Expiry::parse(&def.expiration),
             target,
             versioning,
@@ -414,8 +441,10 @@ pub fn check_api_id(id: &str) -> Result<(), String> {
     }
 }
 
-fn auth_source(def: &ApiDefinition) -> AuthSource {
-    let cfg = def.auth_configs.get("authToken").unwrap_or(&def.auth);
+/// Where the credentials of auth type `kind` (`authToken`, `basic`) are
+/// read: its `auth_configs` entry, else `auth`.
+fn auth_source(def: &ApiDefinition, kind: &str) -> AuthSource {
+    let cfg = def.auth_configs.get(kind).unwrap_or(&def.auth);
     let header = if cfg.auth_header_name.is_empty() {
         "Authorization".to_string()
     } else {
@@ -568,7 +597,7 @@ mod tests {
     #[test]
     fn auth_source_defaults_to_authorization() {
         let def = ApiDefinition::default();
-        let a = auth_source(&def);
+        let a = auth_source(&def, "authToken");
         assert_eq!(a.header.as_deref(), Some("Authorization"));
         assert!(a.param.is_none() && a.cookie.is_none());
     }

@@ -37,6 +37,7 @@ pub struct RawConfig {
     pub enable_hashed_keys_listing: bool,
     pub disable_key_actions_by_username: bool,
     pub hash_key_function_fallback: Vec<String>,
+    pub basic_auth_hash_key_function: String,
     pub min_token_length: i64,
     pub allow_master_keys: bool,
     pub close_connections: bool,
@@ -163,6 +164,8 @@ pub struct Config {
     pub enable_hashed_keys_listing: bool,
     pub disable_key_actions_by_username: bool,
     pub hash_key_function_fallback: Vec<String>,
+    /// How basic-auth passwords are stored: "" (bcrypt), `bcrypt`, or a key hash.
+    pub basic_auth_hash_key_function: String,
     pub min_token_length: usize,
     pub allow_master_keys: bool,
     pub proxy_timeout: Duration,
@@ -403,6 +406,7 @@ impl RawConfig {
             enable_hashed_keys_listing: self.enable_hashed_keys_listing,
             disable_key_actions_by_username: self.disable_key_actions_by_username,
             hash_key_function_fallback: self.hash_key_function_fallback.clone(),
+            basic_auth_hash_key_function: self.basic_auth_hash_key_function.clone(),
             min_token_length: usize::try_from(non_negative(
                 file,
                 "min_token_length",
@@ -526,6 +530,14 @@ impl RawConfig {
     }
 
     fn check_hashing(&self, file: &Path) -> Result<(), Error> {
+        let b = &self.basic_auth_hash_key_function;
+        if !(b.is_empty() || b == "bcrypt" || HashAlg::parse(b).is_some()) {
+            return Err(Error::config(
+                file,
+                "basic_auth_hash_key_function",
+                format!("expected bcrypt, sha256, murmur32, murmur64 or murmur128, got {b:?}"),
+            ));
+        }
         let f = &self.hash_key_function;
         if !f.is_empty() && HashAlg::parse(f).is_none() {
             warn!(

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 
 use crate::auth::Applied;
+use crate::auth::basic::Verified;
 use crate::auth::policy::PolicySet;
 use crate::config::Config;
 use crate::error::Error;
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub path_rejects: [AtomicU64; Reject::ALL.len()],
     /// Sessions with their policies applied.
     pub applied: Applied,
+    /// Basic-auth passwords verified lately.
+    pub verified: Verified,
     registry: RwLock<Arc<Registry>>,
     policies: RwLock<Arc<PolicySet>>,
     /// The last policy snapshot's generation.
@@ -80,6 +83,7 @@ impl Gateway {
             quotas,
             path_rejects: Default::default(),
             applied: Applied::new(config.session_cache),
+            verified: Verified::new(config.session_cache),
             registry: RwLock::new(Arc::new(registry)),
             policies: RwLock::new(Arc::new(policies)),
             policy_generation: AtomicU64::new(1),

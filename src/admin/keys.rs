@@ -4,6 +4,7 @@
 //! before storing, §8) and exact errors; and `/tyk/keys/policy/{key}`.
 
 use crate::auth::apply::{ApplyError, apply, policy_ids};
+use crate::auth::basic::hash_password;
 use crate::error::admin_error;
 use crate::gateway::unix_now;
 use crate::http::Response;
@@ -31,6 +32,25 @@ fn reset_counters(s: &mut Session, now: i64) {
 
 fn parse_session(bytes: &[u8]) -> Option<Session> {
     serde_json::from_slice(bytes).ok()
+}
+
+/// A basic-auth user's clear password, hashed as tyk.conf says (Tyk's
+/// `setBasicAuthSessionPassword`); a session without one is left as is.
+fn hash_basic_password(call: &Call<'_>, s: &mut Session) -> Result<(), Response> {
+    if s.basic_auth_data.password.is_empty() {
+        return Ok(());
+    }
+    let function = &call.gw.config.basic_auth_hash_key_function;
+    match hash_password(function, &s.basic_auth_data.password) {
+        Ok(data) => {
+            s.basic_auth_data = data;
+            Ok(())
+        }
+        Err(e) => {
+            log::error!("admin: cannot hash a basic-auth password: {e}");
+            Err(admin_error(500, SECURITY))
+        }
+    }
 }
 
 /// The session with its policies applied, as Tyk stores it: applied once
@@ -67,11 +87,18 @@ fn store_new(
     failure: &str,
 ) -> Response {
     let stored = keys::stored_id(&call.gw.config, key_id);
+    // With hashing, a basic-auth user's key is not shown (Tyk).
+    let basic = !session.basic_auth_data.password.is_empty();
     if let Err(e) = save(call, &stored, session) {
         return store_failure(&e, failure);
     }
     log::info!("admin: key {action} (stored as {})", obfuscate(&stored));
-    ok(action, key_id, key_hash(call, key_id).as_deref())
+    let shown = if basic && call.gw.config.hash_keys {
+        ""
+    } else {
+        key_id
+    };
+    ok(action, shown, key_hash(call, key_id).as_deref())
 }
 
 /// Writes a session; unless `suppress_reset=1`, its quota counters start
@@ -109,6 +136,9 @@ pub fn create(call: &mut Call<'_>) -> Response {
         Ok(s) => s,
         Err(e) => return admin_error(500, &format!("Failed to create key - {e}")),
     };
+    if let Err(res) = hash_basic_password(call, &mut session) {
+        return res;
+    }
     if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
         return admin_error(
             400,
@@ -134,6 +164,9 @@ pub fn add(call: &mut Call<'_>, name: Option<&str>) -> Response {
     let Ok(mut session) = with_policies(call, session) else {
         return admin_error(500, SECURITY);
     };
+    if let Err(res) = hash_basic_password(call, &mut session) {
+        return res;
+    }
     let min = call.gw.config.min_token_length;
     if let Some(name) = name.filter(|n| n.chars().count() < min) {
         return admin_error(
@@ -216,6 +249,14 @@ pub fn update(call: &mut Call<'_>, id: &str) -> Response {
         return admin_error(500, SECURITY);
     };
     let old = &found.session;
+    // Rehashed only when the password sent is not the one stored (Tyk);
+    // none sent keeps the stored one (GET blanks it).
+    let sent = &session.basic_auth_data.password;
+    if sent.is_empty() || *sent == old.basic_auth_data.password {
+        session.basic_auth_data = old.basic_auth_data.clone();
+    } else if let Err(res) = hash_basic_password(call, &mut session) {
+        return res;
+    }
     session.date_created = old.date_created.clone();
     let now = unix_now();
     if call.query("suppress_reset") == "1" {

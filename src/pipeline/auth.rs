@@ -1,9 +1,13 @@
-//! Token auth (CONTRACT §3.4): reading the key from the header, query
-//! parameter or cookie the API names, and finding its session; then the
-//! key's policies (§8), applied by `auth`. Expiry and access rights are
+//! Who the request is: token auth (CONTRACT §3.4: the key from the
+//! header, query parameter or cookie the API names) or basic auth (§10: a
+//! user and password, the user's session found like a custom key), then
+//! the key's policies (§8), applied by `auth`. Expiry and access rights are
 //! `access`'s.
 
+use std::time::Duration;
+
 use crate::apidef::AuthSource;
+use crate::auth::basic::{self, Credentials};
 use crate::http::Request;
 use crate::keys;
 
@@ -38,6 +42,75 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
             x.reject(403, DISALLOWED)
         }
     }
+}
+
+/// Basic auth (CONTRACT §10): 401 with `WWW-Authenticate` for missing or
+/// wrong credentials, 400 for a malformed header. A bcrypt check runs on a
+/// worker unless the password was verified lately.
+pub fn basic(x: &mut Exchange<'_>) -> Flow {
+    let header = x.api.auth.header.as_deref().unwrap_or("Authorization");
+    let (user, password) = match basic::read(x.req.headers.get(header)) {
+        Credentials::Missing => return challenge(x, "Authorization field missing"),
+        Credentials::Malformed(why) => return x.reject(400, why),
+        Credentials::Given { user, password } => (user, password),
+    };
+    let org = &x.api.def.org_id;
+    let (cfg, sessions) = (&x.gw.config, &x.gw.sessions);
+    if x.nonblocking && !keys::any_cached(cfg, &x.gw.key_ids, sessions, &user, org) {
+        return Flow::Defer;
+    }
+    let found = match keys::find(cfg, &x.gw.key_ids, sessions, &user, org) {
+        Err(e) => {
+            log::error!("api {}: cannot read keys: {e}", x.api.id());
+            return x.reject(500, "There was a problem authorising the key");
+        }
+        Ok(None) => {
+            log::debug!("api {}: unknown basic-auth user", x.api.id());
+            return challenge(x, "User not authorised");
+        }
+        Ok(Some(found)) => found,
+    };
+    let data = &found.session.basic_auth_data;
+    let verified = &x.gw.verified;
+    let good = match verified.quick_check(data, &password) {
+        Some(answer) => answer,
+        None if x.nonblocking => return Flow::Defer,
+        None => {
+            let meta = &x.api.def.basic_auth;
+            let ttl = match meta.cache_ttl {
+                _ if meta.disable_caching => None,
+                t if t > 0 => Some(Duration::from_secs(t.unsigned_abs())),
+                _ => Some(Duration::from_secs(60)),
+            };
+            verified.check(data, &password, ttl)
+        }
+    };
+    if !good {
+        log::debug!("api {}: basic-auth password check failed", x.api.id());
+        return challenge(x, "User not authorised");
+    }
+    x.session = Some(found.session);
+    x.stored_id = found.stored_id;
+    Flow::Continue
+}
+
+/// 401 with `WWW-Authenticate: Basic realm="<API name>"`.
+fn challenge(x: &Exchange<'_>, message: &str) -> Flow {
+    let Flow::Respond(mut res) = x.reject(401, message) else {
+        unreachable!("reject always responds")
+    };
+    // The name is the API author's: no control character may end the field.
+    let name: String = x
+        .api
+        .def
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '"' { '\'' } else { c })
+        .collect();
+    let realm = format!("Basic realm=\"{name}\"");
+    res.headers.set("WWW-Authenticate", realm);
+    Flow::Respond(res)
 }
 
 /// A key with `apply_policies` gets the session its policies make, for

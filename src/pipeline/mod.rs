@@ -90,8 +90,13 @@ pub fn stages_for(def: &ApiDefinition) -> Vec<Stage> {
     if def.use_keyless {
         stages.push(limit::keyless_headers);
     } else {
+        let who: Stage = if def.use_basic_auth {
+            auth::basic
+        } else {
+            auth::token
+        };
         stages.extend([
-            auth::token as Stage,
+            who,
             auth::policies,
             access::key_expired,
             access::rights,

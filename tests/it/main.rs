@@ -7,6 +7,7 @@ mod support;
 
 mod admin_apis;
 mod admin_keys;
+mod basic_auth;
 mod config;
 mod disk_full;
 mod durability;
