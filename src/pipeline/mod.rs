@@ -1,7 +1,7 @@
 //! The proxy pipeline: an API's ordered stages, then the proxy. The order
 //! is written once, here, in Tyk's order (CONTRACT §3.5): version check,
-//! auth (the key, then its policies), key expiry, access rights, rate limit and quota, API rate limit,
-//! then forwarding. Each API's list is built when it loads (`stages_for`),
+//! auth (the key or basic-auth user, then its policies), key expiry, access
+//! rights, rate limit and quota, API rate limit, then forwarding. Each API's list is built when it loads (`stages_for`),
 //! not per request. A stage either lets the request continue or answers it.
 
 mod access;
