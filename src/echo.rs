@@ -2,6 +2,8 @@
 //! method, path, query, headers and body as JSON, so the sample APIs work
 //! on a machine with no network. On when tyk.conf has an `echo_upstream`
 //! block. It is an upstream like any other: it never sees gateway state.
+//! A body-less request is answered on the event loop, never by a worker:
+//! the workers may all be waiting on this very upstream.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -9,7 +11,8 @@ use std::io::Read;
 use serde_json::{Value, json};
 
 use crate::http::message::query_pairs;
-use crate::http::{Request, Response};
+use crate::http::{Framing, Request, Response};
+use crate::pipeline::Prepared;
 use crate::server::Handler;
 
 /// Largest body echoed back; the rest is counted, not kept.
@@ -18,6 +21,13 @@ const MAX_ECHO: u64 = 1024 * 1024;
 pub struct Echo;
 
 impl Handler for Echo {
+    fn prepare(&self, req: Request) -> Prepared {
+        if req.framing != Framing::None {
+            return Prepared::Defer(req);
+        }
+        Prepared::Respond(self.handle(req, &mut std::io::empty()))
+    }
+
     fn handle(&self, req: Request, body: &mut dyn Read) -> Response {
         let mut kept = Vec::new();
         if body.take(MAX_ECHO).read_to_end(&mut kept).is_err() {

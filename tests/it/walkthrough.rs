@@ -195,3 +195,28 @@ fn repo_default_config_keyless_sample_reaches_the_echo_upstream() {
     assert_eq!(echo["path"], "/post");
     assert_eq!(echo["body"], "hello");
 }
+
+#[test]
+fn a_cold_key_through_the_echo_upstream_needs_no_second_worker() {
+    // With one worker, a cold key's request holds it while the gateway
+    // calls its own echo upstream: the echo answers on the event loop, or
+    // the worker would wait for itself until the upstream timeout.
+    let (mut gw, conf) = start_repo_default();
+    let secret = conf["secret"].as_str().unwrap().to_string();
+    let body = walkthrough_body("sample-protected", "Sample Protected API");
+    let key = curl_create(gw.port(), &secret, &body).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conf_file: Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.conf_path()).unwrap()).unwrap();
+    conf_file["gatehouse"] = json!({"workers": 1});
+    conf_file["proxy_default_timeout"] = json!(3);
+    std::fs::write(gw.conf_path(), conf_file.to_string()).unwrap();
+    gw.stop();
+    gw.restart();
+    let started = std::time::Instant::now();
+    let r = gw.get_with_key("/sample/get", &key);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
