@@ -252,7 +252,7 @@ cp "$BIN" "$RUN/gatehouse"
 BIN=$RUN/gatehouse
 
 # ---------------------------------------------------------------- estimate
-VARIANTS=(direct nginx keyless keyed messy policy basic)
+VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs)
 nconns=$(wc -w <<<"$CONNS")
 measure_s=$((nconns * (${#VARIANTS[@]} * (WARMUP + 1) + ROUNDS * ${#VARIANTS[@]} * (DUR + 2))))
 echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"
@@ -330,6 +330,36 @@ cat >"$RUN/apps/bench-basic.json" <<EOF
   "proxy": {"listen_path": "/basic/", "target_url": "http://127.0.0.1:$UP_PORT/", "strip_listen_path": true}
 }
 EOF
+# Issue 9: JWT APIs, HS256 with a secret and RS256 with a public key, whose
+# tokens name the bench-gold policy (centralised: a session per identity).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$RUN/jwt-rsa.pem" 2>/dev/null ||
+    die "openssl could not make an RSA key"
+openssl pkey -in "$RUN/jwt-rsa.pem" -pubout -out "$RUN/jwt-rsa.pub" 2>/dev/null
+JWT_SECRET=bench-jwt-secret
+for v in hs rs; do
+    if [[ $v == hs ]]; then method=hmac src=$(printf %s "$JWT_SECRET" | base64 -w0); else method=rsa src=$(base64 -w0 <"$RUN/jwt-rsa.pub"); fi
+    cat >"$RUN/apps/bench-jwt$v.json" <<EOF
+{
+  "name": "Bench JWT $v", "api_id": "bench-jwt$v", "org_id": "1",
+  "use_keyless": false, "enable_jwt": true, "jwt_signing_method": "$method",
+  "jwt_source": "$src", "jwt_policy_field_name": "pol",
+  "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}},
+  "proxy": {"listen_path": "/jwt$v/", "target_url": "http://127.0.0.1:$UP_PORT/", "strip_listen_path": true}
+}
+EOF
+done
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+jwt_token() { # jwt_token ALG: a token for identity bench-user naming bench-gold, valid a day
+    local head body sig
+    head=$(printf '{"alg":"%s","typ":"JWT"}' "$1" | b64url)
+    body=$(printf '{"sub":"bench-user","pol":"bench-gold","exp":%s}' $(($(date +%s) + 86400)) | b64url)
+    if [[ $1 == HS256 ]]; then
+        sig=$(printf %s "$head.$body" | openssl dgst -sha256 -hmac "$JWT_SECRET" -binary | b64url)
+    else
+        sig=$(printf %s "$head.$body" | openssl dgst -sha256 -sign "$RUN/jwt-rsa.pem" -binary | b64url)
+    fi
+    echo "$head.$body.$sig"
+}
 cat >"$RUN/apps/bench-open.json" <<EOF
 {
   "name": "Bench keyless", "api_id": "bench-open", "org_id": "1",
@@ -368,7 +398,8 @@ fi
 python3 -c '
 import json, sys
 p = {"id": "bench-gold", "org_id": "1", "rate": 1000000, "per": 1,
-     "access_rights": {"bench-keyed": {"api_id": "bench-keyed", "versions": ["Default"]}}}
+     "access_rights": {a: {"api_id": a, "versions": ["Default"]}
+                       for a in ("bench-keyed", "bench-jwths", "bench-jwtrs")}}
 p.update(json.loads(sys.argv[1]))
 p.pop("quota_remaining", None)
 print(json.dumps(p))' "$QUOTA_JSON" >"$RUN/policies/bench-gold.json"
@@ -400,6 +431,8 @@ print(json.dumps(s))' "$QUOTA_JSON")
 curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/bench-user" -H "x-tyk-authorization: $SECRET" \
     -H 'Content-Type: application/json' -d "$basic_body" | grep -q '"status":"ok"' || die "basic-auth user create failed"
 BASIC="Basic $(printf bench-user:bench-pass | base64)"
+JWT_HS=$(jwt_token HS256)
+JWT_RS=$(jwt_token RS256)
 
 if ((KEYS)); then
     log "pre-loading $KEYS keys (bounded at ${KEYS_TIMEOUT} s)"
@@ -426,6 +459,9 @@ declare -A URL=(
     [policy]="http://127.0.0.1:$GH_PORT/keyed/"
     # Issue 9: a basic-auth API, the same user and password on every request.
     [basic]="http://127.0.0.1:$GH_PORT/basic/"
+    # Issue 9: JWT APIs, the same HS256 / RS256 token on every request.
+    [jwths]="http://127.0.0.1:$GH_PORT/jwths/"
+    [jwtrs]="http://127.0.0.1:$GH_PORT/jwtrs/"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
@@ -442,6 +478,8 @@ check_ok "gatehouse keyed" "${URL[keyed]}" -H "Authorization: $KEY"
 check_ok "gatehouse keyed, messy path" "${URL[messy]}" -H "Authorization: $KEY"
 check_ok "gatehouse policy key" "${URL[policy]}" -H "Authorization: $PKEY"
 check_ok "gatehouse basic auth" "${URL[basic]}" -H "Authorization: $BASIC"
+check_ok "gatehouse JWT HS256" "${URL[jwths]}" -H "Authorization: Bearer $JWT_HS"
+check_ok "gatehouse JWT RS256" "${URL[jwtrs]}" -H "Authorization: Bearer $JWT_RS"
 code=$(http_code "${URL[keyed]}")
 [[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
 
@@ -460,7 +498,7 @@ target_pids() { # the processes whose CPU a variant is charged
     case $1 in
         direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
         nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
-        keyless|keyed|messy|policy|basic) echo "$GH_PID" ;;
+        keyless|keyed|messy|policy|basic|jwths|jwtrs) echo "$GH_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -507,6 +545,8 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     [[ $v == keyed || $v == messy ]] && args+=(-H "Authorization: $KEY")
     [[ $v == policy ]] && args+=(-H "Authorization: $PKEY")
     [[ $v == basic ]] && args+=(-H "Authorization: $BASIC")
+    [[ $v == jwths ]] && args+=(-H "Authorization: Bearer $JWT_HS")
+    [[ $v == jwtrs ]] && args+=(-H "Authorization: Bearer $JWT_RS")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }

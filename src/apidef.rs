@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::jwt;
 use crate::error::Error;
 use crate::http::path::{self, RawPathRules};
 use crate::pipeline::{self, Stage};
@@ -100,6 +101,17 @@ pub struct ApiDefinition {
     pub use_keyless: bool,
     pub use_basic_auth: bool,
     pub basic_auth: BasicAuthMeta,
+    pub enable_jwt: bool,
+    pub jwt_signing_method: String,
+    pub jwt_source: String,
+    pub jwt_identity_base_field: String,
+    pub jwt_policy_field_name: String,
+    pub jwt_client_base_field: String,
+    pub jwt_default_policies: Vec<String>,
+    pub jwt_skip_kid: bool,
+    pub jwt_expires_at_validation_skew: u64,
+    pub jwt_issued_at_validation_skew: u64,
+    pub jwt_not_before_validation_skew: u64,
     pub use_standard_auth: bool,
     pub auth: AuthConfig,
     pub auth_configs: BTreeMap<String, AuthConfig>,
@@ -342,6 +354,8 @@ pub struct ApiSpec {
     pub listen: ListenPath,
     pub target: Target,
     pub auth: AuthSource,
+    /// With `enable_jwt`: how tokens are verified.
+    pub jwt: Option<JwtSpec>,
     pub versioning: Versioning,
     pub expiration: Expiry,
     /// Stages run in order before the proxy, built once at load.
@@ -406,14 +420,8 @@ impl ApiSpec {
         let stages = pipeline::stages_for(&def);
         Ok(ApiSpec {
             listen: ListenPath::new(&listen),
-            auth: auth_source(
-                &def,
-                if def.use_basic_auth {
-                    "basic"
-                } else {
-                    "authToken"
-                },
-            ),
+            auth: auth_source(&def, auth_kind(&def)),
+            jwt: def.enable_jwt.then(|| JwtSpec::compile(file, &def)),
             expiration: Expiry::parse(&def.expiration),
             target,
             versioning,
@@ -438,6 +446,72 @@ pub fn check_api_id(id: &str) -> Result<(), String> {
         Err(format!(
             "{id:?} is not a valid API id (allowed: a-z, A-Z, 0-9, ., _, -, ~)"
         ))
+    }
+}
+
+/// The `auth_configs` entry an API's credentials are read by.
+fn auth_kind(def: &ApiDefinition) -> &'static str {
+    if def.enable_jwt {
+        "jwt"
+    } else if def.use_basic_auth {
+        "basic"
+    } else {
+        "authToken"
+    }
+}
+
+/// Where a JWT API's tokens are verified against (`jwt_source`).
+#[derive(Clone, Debug)]
+pub enum JwtKeys {
+    /// No `jwt_source`: each token names a key whose `jwt_data.secret`
+    /// verifies it.
+    PerKey,
+    /// One secret or public key for every token (centralised).
+    Static(Vec<u8>),
+    /// A JWKS URL: not built yet, every token is refused.
+    Jwks(String),
+}
+
+/// A JWT API's settings, compiled at load.
+#[derive(Clone, Debug)]
+pub struct JwtSpec {
+    pub family: jwt::Family,
+    pub keys: JwtKeys,
+    pub skews: jwt::Skews,
+}
+
+impl JwtSpec {
+    fn compile(file: &Path, def: &ApiDefinition) -> JwtSpec {
+        let family = jwt::Family::of(&def.jwt_signing_method).unwrap_or_else(|| {
+            log::warn!(
+                "{}: jwt_signing_method {:?} is not hmac, rsa or ecdsa; HMAC is required, as in Tyk",
+                file.display(),
+                def.jwt_signing_method
+            );
+            jwt::Family::Hmac
+        });
+        let source = &def.jwt_source;
+        let keys = if source.is_empty() {
+            JwtKeys::PerKey
+        } else if jwt::is_jwks_url(source) {
+            log::warn!(
+                "{}: jwt_source is a JWKS URL, which Gatehouse cannot fetch yet: every token is refused",
+                file.display()
+            );
+            JwtKeys::Jwks(source.clone())
+        } else {
+            JwtKeys::Static(jwt::key_bytes(source))
+        };
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        JwtSpec {
+            family,
+            keys,
+            skews: jwt::Skews {
+                expires_at: secs(def.jwt_expires_at_validation_skew),
+                issued_at: secs(def.jwt_issued_at_validation_skew),
+                not_before: secs(def.jwt_not_before_validation_skew),
+            },
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use log::{info, warn};
 
 use crate::auth::Applied;
 use crate::auth::basic::Verified;
+use crate::auth::jwt::VerifiedTokens;
 use crate::auth::policy::PolicySet;
 use crate::config::Config;
 use crate::error::Error;
@@ -39,6 +40,8 @@ pub struct Gateway {
     pub applied: Applied,
     /// Basic-auth passwords verified lately.
     pub verified: Verified,
+    /// JWT signatures verified.
+    pub tokens: VerifiedTokens,
     registry: RwLock<Arc<Registry>>,
     policies: RwLock<Arc<PolicySet>>,
     /// The last policy snapshot's generation.
@@ -84,6 +87,7 @@ impl Gateway {
             path_rejects: Default::default(),
             applied: Applied::new(config.session_cache),
             verified: Verified::new(config.session_cache),
+            tokens: VerifiedTokens::new(config.session_cache),
             registry: RwLock::new(Arc::new(registry)),
             policies: RwLock::new(Arc::new(policies)),
             policy_generation: AtomicU64::new(1),

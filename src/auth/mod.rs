@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod basic;
+pub mod jwt;
 pub mod policy;
 
 use std::sync::Arc;

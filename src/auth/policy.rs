@@ -132,9 +132,10 @@ pub struct PolicySource {
 /// The loaded policies: an immutable snapshot.
 #[derive(Debug, Default)]
 pub struct PolicySet {
-    /// By (org, id), in load order.
+    /// In load order.
     policies: Vec<Policy>,
-    scoped: HashMap<(String, String), usize>,
+    /// Org, then id.
+    scoped: HashMap<String, HashMap<String, usize>>,
     /// By id alone: the last loaded.
     latest: HashMap<String, usize>,
     /// Distinct for every snapshot the gateway loads: a session with its
@@ -156,8 +157,8 @@ impl PolicySet {
                 warn!("policies: a policy without an id is skipped");
                 continue;
             }
-            let scope = (p.org_id.clone(), p.id.clone());
-            let at = match set.scoped.get(&scope) {
+            let (org, id) = (p.org_id.clone(), p.id.clone());
+            let at = match set.scoped.get(&org).and_then(|ids| ids.get(&id)) {
                 Some(&i) => {
                     warn!(
                         "policies: duplicate id {:?} in org {:?}, keeping the last",
@@ -171,8 +172,8 @@ impl PolicySet {
                     set.policies.len() - 1
                 }
             };
-            set.latest.insert(scope.1.clone(), at);
-            set.scoped.insert(scope, at);
+            set.latest.insert(id.clone(), at);
+            set.scoped.entry(org).or_default().insert(id, at);
         }
         set
     }
@@ -194,7 +195,7 @@ impl PolicySet {
 
     /// The policy `id` of `org`, as a key finds it.
     pub fn find(&self, org: &str, id: &str) -> Option<&Policy> {
-        let at = self.scoped.get(&(org.to_string(), id.to_string()))?;
+        let at = self.scoped.get(org)?.get(id)?;
         self.policies.get(*at)
     }
 

@@ -6,6 +6,7 @@
 
 mod access;
 mod auth;
+mod jwt;
 mod limit;
 mod version;
 
@@ -90,7 +91,9 @@ pub fn stages_for(def: &ApiDefinition) -> Vec<Stage> {
     if def.use_keyless {
         stages.push(limit::keyless_headers);
     } else {
-        let who: Stage = if def.use_basic_auth {
+        let who: Stage = if def.enable_jwt {
+            jwt::jwt
+        } else if def.use_basic_auth {
             auth::basic
         } else {
             auth::token

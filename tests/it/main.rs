@@ -14,6 +14,7 @@ mod durability;
 mod edge;
 mod errors;
 mod health;
+mod jwt;
 mod limits;
 mod paths;
 mod policies;

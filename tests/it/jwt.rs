@@ -1,0 +1,308 @@
+//! Issue 9, item 3: JWT (CONTRACT §10 and §4). Centralised APIs
+//! (`jwt_source`: an HMAC secret, an RSA or EC public key) whose tokens
+//! name a policy and get a session created and kept in the store; APIs
+//! without `jwt_source` whose tokens name a key (`kid`, else `sub`) that
+//! holds their secret; time claims with skews; and the tries to get
+//! around it (`alg: none`, algorithm confusion, a key from another pair).
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use md5::Digest;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECRET: &[u8] = b"jwt-test-secret";
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(test_data(&format!("data/jwt/{name}"))).expect("test key")
+}
+
+fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    encode(&header, claims, key).unwrap()
+}
+
+fn hs256(claims: &Value) -> String {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET).unwrap(),
+        None,
+        claims,
+    )
+}
+
+fn rs256(private: &str, claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(&data(private)).unwrap();
+    sign(Algorithm::RS256, &key, None, claims)
+}
+
+/// A JWT API `jwt` on `/jwt/` (org `default`).
+fn jwt_api(up: &Upstream, method: &str, source: &str, extra: Value) -> Value {
+    let mut d = api_def("jwt", "/jwt/", &up.url("/"));
+    d["enable_jwt"] = json!(true);
+    d["jwt_signing_method"] = json!(method);
+    d["jwt_source"] = json!(source);
+    d["jwt_policy_field_name"] = json!("pol");
+    for (k, v) in extra.as_object().unwrap() {
+        d[k] = v.clone();
+    }
+    d
+}
+
+fn policy(id: &str, quota_max: i64) -> Value {
+    json!({
+        "id": id, "org_id": "default", "rate": 1000, "per": 1,
+        "quota_max": quota_max, "quota_renewal_rate": 3600,
+        "access_rights": {"jwt": {"api_id": "jwt", "versions": ["Default"]}}
+    })
+}
+
+/// A gateway with `api` and policies `gold` (unlimited) and `two` (quota 2).
+fn start(api: Value) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    Gateway::builder()
+        .dir(dir)
+        .conf(json!({"policies": {"policy_path": "policies"}}))
+        .file("policies/gold.json", policy("gold", -1).to_string())
+        .file("policies/two.json", policy("two", 2).to_string())
+        .app("jwt", api)
+        .start()
+}
+
+fn hmac_gateway(up: &Upstream, extra: Value) -> Gateway {
+    start(jwt_api(up, "hmac", &STANDARD.encode(SECRET), extra))
+}
+
+fn call(gw: &Gateway, token: &str) -> Resp {
+    gw.get("/jwt/x", &[("Authorization", &format!("Bearer {token}"))])
+}
+
+fn claims(sub: &str, pol: &str) -> Value {
+    json!({"sub": sub, "pol": pol, "exp": now() + 600})
+}
+
+#[test]
+fn hs256_token_naming_a_policy_reaches_the_upstream_and_gets_a_session() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let r = call(&gw, &hs256(&claims("ann", "gold")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.hits(), 1);
+    // The session Tyk would create: org + md5(identity), alias, policy.
+    let id = format!("default{:x}", md5::Md5::digest(b"ann"));
+    let s = gw.admin("GET", &format!("/tyk/keys/{id}"), None).json();
+    assert_eq!(s["alias"], "ann");
+    assert_eq!(s["apply_policies"], json!(["gold"]));
+    assert_eq!(s["meta_data"]["TykJWTSessionID"], json!(id));
+}
+
+#[test]
+fn no_token_is_400() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    assert_proxy_error(&gw.get("/jwt/x", &[]), 400, "Authorization field missing");
+}
+
+#[test]
+fn a_token_signed_with_another_secret_is_403() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let other = EncodingKey::from_secret(b"not-the-secret").unwrap();
+    let t = sign(Algorithm::HS256, &other, None, &claims("ann", "gold"));
+    assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
+    assert_proxy_error(&call(&gw, "not.a.token"), 403, "Key not authorized");
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn alg_none_and_other_families_are_unexpected_signing_methods() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims("ann", "gold").to_string());
+    let unsigned = format!("{head}.{body}.");
+    let message = "Key not authorized: Unexpected signing method";
+    assert_proxy_error(&call(&gw, &unsigned), 403, message);
+    let rs = rs256("rsa-private.pem", &claims("ann", "gold"));
+    assert_proxy_error(&call(&gw, &rs), 403, message);
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn an_rsa_public_key_is_never_used_as_an_hmac_secret() {
+    // Algorithm confusion: HS256 signed with the bytes of the API's RSA
+    // public key must not pass as RS256.
+    let up = Upstream::start();
+    let public = data("rsa-public.pem");
+    let gw = start(jwt_api(&up, "rsa", &STANDARD.encode(&public), json!({})));
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public).unwrap(),
+        None,
+        &claims("ann", "gold"),
+    );
+    let r = call(&gw, &forged);
+    assert_proxy_error(&r, 403, "Key not authorized: Unexpected signing method");
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn rs256_and_es256_tokens_verify_with_their_public_keys() {
+    let up = Upstream::start();
+    let rsa = data("rsa-public.pem");
+    let gw = start(jwt_api(&up, "rsa", &STANDARD.encode(&rsa), json!({})));
+    assert_eq!(
+        call(&gw, &rs256("rsa-private.pem", &claims("r", "gold"))).status,
+        200
+    );
+    let wrong = rs256("rsa2-private.pem", &claims("r", "gold"));
+    assert_proxy_error(&call(&gw, &wrong), 403, "Key not authorized");
+    drop(gw);
+    let ec = data("ec-public.pem");
+    let gw = start(jwt_api(&up, "ecdsa", &STANDARD.encode(&ec), json!({})));
+    let key = EncodingKey::from_ec_pem(&data("ec-private.pem")).unwrap();
+    let t = sign(Algorithm::ES256, &key, None, &claims("e", "gold"));
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn time_claims_are_checked_with_their_skews() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let t = now();
+    let with = |extra: Value| {
+        let mut c = claims("ann", "gold");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        hs256(&c)
+    };
+    let expired = with(json!({"exp": t - 30}));
+    assert_proxy_error(
+        &call(&gw, &expired),
+        401,
+        "Key not authorized: token has expired",
+    );
+    let future_iat = with(json!({"iat": t + 300}));
+    let r = call(&gw, &future_iat);
+    assert_proxy_error(&r, 401, "Key not authorized: token used before issued");
+    let future_nbf = with(json!({"nbf": t + 300}));
+    let r = call(&gw, &future_nbf);
+    assert_proxy_error(&r, 401, "Key not authorized: token is not valid yet");
+    drop(gw);
+    let gw = hmac_gateway(&up, json!({"jwt_expires_at_validation_skew": 120}));
+    assert_eq!(call(&gw, &expired).status, 200);
+}
+
+#[test]
+fn a_token_without_a_known_policy_is_refused() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let no_claim = hs256(&json!({"sub": "ann", "exp": now() + 600}));
+    let r = call(&gw, &no_claim);
+    assert_proxy_error(&r, 403, "key not authorized: no matching policy found");
+    let unknown = hs256(&claims("ann", "nope"));
+    assert_proxy_error(
+        &call(&gw, &unknown),
+        403,
+        "key not authorized: no matching policy",
+    );
+    // A policy id differing only in case is another policy.
+    let upper = hs256(&claims("ann", "GOLD"));
+    assert_proxy_error(
+        &call(&gw, &upper),
+        403,
+        "key not authorized: no matching policy",
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn default_policies_apply_without_a_policy_claim() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({"jwt_default_policies": ["gold"]}));
+    let t = hs256(&json!({"sub": "ann", "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200);
+}
+
+#[test]
+fn a_jwt_identitys_quota_survives_a_restart() {
+    let up = Upstream::start();
+    let mut gw = hmac_gateway(&up, json!({}));
+    let t = hs256(&claims("ann", "two"));
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_proxy_error(&call(&gw, &t), 403, "Quota exceeded");
+    gw.stop();
+    gw.restart();
+    assert_proxy_error(&call(&gw, &t), 403, "Quota exceeded");
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn another_identity_has_its_own_session_and_quota() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let ann = hs256(&claims("ann", "two"));
+    let bob = hs256(&claims("bob", "two"));
+    for _ in 0..2 {
+        assert_eq!(call(&gw, &ann).status, 200);
+    }
+    assert_proxy_error(&call(&gw, &ann), 403, "Quota exceeded");
+    assert_eq!(call(&gw, &bob).status, 200);
+}
+
+#[test]
+fn a_new_policy_claim_switches_the_identitys_session() {
+    let up = Upstream::start();
+    let gw = hmac_gateway(&up, json!({}));
+    let limited = hs256(&claims("ann", "two"));
+    for _ in 0..2 {
+        assert_eq!(call(&gw, &limited).status, 200);
+    }
+    assert_proxy_error(&call(&gw, &limited), 403, "Quota exceeded");
+    assert_eq!(call(&gw, &hs256(&claims("ann", "gold"))).status, 200);
+}
+
+#[test]
+fn without_jwt_source_the_kid_names_the_key_holding_the_secret() {
+    let up = Upstream::start();
+    let gw = start(jwt_api(&up, "hmac", "", json!({})));
+    let mut s = session_for(&["jwt"]);
+    s["jwt_data"] = json!({"secret": "per-key-secret"});
+    let r = gw.admin("POST", "/tyk/keys/ann-key", Some(s));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = EncodingKey::from_secret(b"per-key-secret").unwrap();
+    let c = json!({"sub": "whoever", "exp": now() + 600});
+    let good = sign(Algorithm::HS256, &key, Some("ann-key"), &c);
+    assert_eq!(call(&gw, &good).status, 200);
+    // No kid: `sub` names the key.
+    let by_sub = sign(Algorithm::HS256, &key, None, &json!({"sub": "ann-key"}));
+    assert_eq!(call(&gw, &by_sub).status, 200);
+    let other = EncodingKey::from_secret(b"guess").unwrap();
+    let forged = sign(Algorithm::HS256, &other, Some("ann-key"), &c);
+    assert_proxy_error(&call(&gw, &forged), 403, "Key not authorized");
+    let unknown = sign(Algorithm::HS256, &key, Some("nobody"), &c);
+    assert_proxy_error(&call(&gw, &unknown), 403, "Key not authorized");
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn a_jwks_source_is_refused_until_it_is_supported() {
+    let up = Upstream::start();
+    let gw = start(jwt_api(
+        &up,
+        "rsa",
+        "https://idp.invalid/jwks.json",
+        json!({}),
+    ));
+    let t = rs256("rsa-private.pem", &claims("ann", "gold"));
+    assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
+    assert!(gw.logs_contain("JWKS"), "{:?}", gw.logs());
+    assert_eq!(up.hits(), 0);
+}
