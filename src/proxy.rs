@@ -152,6 +152,22 @@ pub fn upstream_target(
     target
 }
 
+/// `query` without the pairs named `param` (`strip_auth_data`); the other
+/// pairs keep their spelling.
+fn without_param<'a>(query: &'a str, param: &str) -> std::borrow::Cow<'a, str> {
+    let named = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        form_urlencoded::parse(name.as_bytes())
+            .next()
+            .is_some_and(|(n, _)| n == param)
+    };
+    if !query.split('&').any(named) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !named(p)).collect();
+    std::borrow::Cow::Owned(kept.join("&"))
+}
+
 /// Drops the first `/<segment>` of `path` when it is `segment`.
 fn strip_segment(path: &str, segment: &str) -> String {
     let prefix = format!("/{segment}");
@@ -191,6 +207,9 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
     let mut h = req.headers.clone();
     let auth_header = x.api.auth.header.as_deref().unwrap_or("Authorization");
     strip_hop_by_hop(&mut h, &[auth_header]);
+    if x.api.def.strip_auth_data {
+        h.remove(auth_header);
+    }
     let peer_ip = req.peer.ip().to_string();
     let prior: Vec<String> = h
         .get_all("x-forwarded-for")
@@ -248,7 +267,11 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         Some(p) => p.as_str(),
         None => listen_stripped(x.api, x.path()),
     };
-    let target = upstream_target(x.api, path, &x.req.query, x.strip_version.as_deref());
+    let query = match x.api.auth.param.as_deref() {
+        Some(param) if x.api.def.strip_auth_data => without_param(&x.req.query, param),
+        _ => std::borrow::Cow::Borrowed(x.req.query.as_str()),
+    };
+    let target = upstream_target(x.api, path, &query, x.strip_version.as_deref());
     let headers = upstream_headers(x);
     let mut head = Vec::with_capacity(512);
     encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
@@ -429,6 +452,14 @@ mod tests {
     fn version_segment_is_stripped() {
         let a = api("/v/", "http://h", true);
         assert_eq!(target(&a, "/v/v1/items", "", Some("v1")), "/items");
+    }
+
+    #[test]
+    fn strip_auth_data_drops_only_the_named_param() {
+        assert_eq!(without_param("key=k&a=%41&b", "key"), "a=%41&b");
+        assert_eq!(without_param("a=1&k%65y=k&key", "key"), "a=1");
+        assert_eq!(without_param("a=1", "key"), "a=1");
+        assert_eq!(without_param("keys=1", "key"), "keys=1");
     }
 
     #[test]

@@ -576,3 +576,37 @@ fn keep_alive_requests_alternate_between_fast_and_worker_paths() {
         assert_eq!(r.json()["body"], "hi");
     }
 }
+
+#[test]
+fn strip_auth_data_keeps_the_key_from_the_upstream() {
+    let up = Upstream::start();
+    let mut def = api_def("strip", "/strip/", &up.url("/"));
+    def["strip_auth_data"] = json!(true);
+    def["auth"] = json!({"auth_header_name": "X-Key", "use_param": true, "param_name": "key"});
+    let gw = Gateway::start(json!({}), &[("strip", def)]);
+    let key = gw.create_key(session_for(&["strip"]));
+    let r = gw.get("/strip/a?x=1", &[("X-Key", key.as_str())]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.header("x-key"), None, "auth header forwarded");
+    let r = gw.get(&format!("/strip/a?x=%41&key={key}&y"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.query, "x=%41&y", "auth param forwarded");
+    assert!(!seen.target.contains(&key));
+}
+
+#[test]
+fn without_strip_auth_data_the_key_is_forwarded_as_tyk_does() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        json!({}),
+        &[("keep", api_def("keep", "/keep/", &up.url("/")))],
+    );
+    let key = gw.create_key(session_for(&["keep"]));
+    assert_eq!(gw.get_with_key("/keep/a", &key).status, 200);
+    assert_eq!(
+        up.last_request().unwrap().header("authorization"),
+        Some(key.as_str())
+    );
+}
