@@ -37,9 +37,12 @@ fn run(shared: &Shared, job: Job) -> Option<Conn> {
     match job {
         Job::Serve(conn) => serve_conn(shared, conn),
         Job::Deferred(mut conn, head) => {
+            // The event loop deferred one request (a cold key, a bcrypt
+            // check, a throttle wait); the next ones can take its fast path
+            // again, so the connection goes straight back instead of
+            // lingering here (under steady load it would never return).
             conn.wire.stream.set_nonblocking(false).ok()?;
-            serve_one(shared, &mut conn, Some(head)).then_some(())?;
-            serve_conn(shared, conn)
+            serve_one(shared, &mut conn, Some(head)).then_some(conn)
         }
         Job::Forward(conn, meta, plan) => {
             conn.wire.stream.set_nonblocking(false).ok()?;
