@@ -1,8 +1,8 @@
 //! Who a request is and what it may do, beyond finding its key: basic-auth
 //! credentials (`basic`), policies (`policy`: their shape and the loaded
 //! set), applying them to a session (`apply`), and `Applied`, the cache
-//! that makes applying cost nothing per request. The pipeline's auth stages call in here; they decide the
-//! answers, this decides the sessions.
+//! that makes applying cost nothing per request. The pipeline's auth
+//! stages call in here; they decide the answers, this decides the sessions.
 
 pub mod apply;
 pub mod basic;

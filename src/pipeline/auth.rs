@@ -22,16 +22,8 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     if key.chars().count() < x.gw.config.min_token_length {
         return x.reject(403, DISALLOWED);
     }
-    let org = &x.api.def.org_id;
-    let sessions = &x.gw.sessions;
-    if x.nonblocking && !keys::any_cached(&x.gw.config, &x.gw.key_ids, sessions, &key, org) {
-        return Flow::Defer;
-    }
-    match keys::find(&x.gw.config, &x.gw.key_ids, sessions, &key, org) {
-        Err(e) => {
-            log::error!("api {}: cannot read keys: {e}", x.api.id());
-            x.reject(500, "There was a problem authorising the key")
-        }
+    match find_key(x, &key) {
+        Err(flow) => flow,
         Ok(Some(found)) => {
             x.session = Some(found.session);
             x.stored_id = found.stored_id;
@@ -44,6 +36,24 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     }
 }
 
+/// The session of key id `id` in the API's org (CONTRACT §1.4). Err is the
+/// flow to return: a deferral on the event loop when finding it would read
+/// the store, a 500 when the store fails.
+pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>, Flow> {
+    let (cfg, ids, sessions) = (&x.gw.config, &x.gw.key_ids, &x.gw.sessions);
+    let org = &x.api.def.org_id;
+    if x.nonblocking && !keys::any_cached(cfg, ids, sessions, id, org) {
+        return Err(Flow::Defer);
+    }
+    keys::find(cfg, ids, sessions, id, org).map_err(|e| store_failure(x, &e))
+}
+
+/// A store failure while authorising: logged, 500.
+pub(super) fn store_failure(x: &Exchange<'_>, e: &crate::error::Error) -> Flow {
+    log::error!("api {}: cannot read keys: {e}", x.api.id());
+    x.reject(500, "There was a problem authorising the key")
+}
+
 /// Basic auth (CONTRACT §10): 401 with `WWW-Authenticate` for missing or
 /// wrong credentials, 400 for a malformed header. A bcrypt check runs on a
 /// worker unless the password was verified lately.
@@ -54,16 +64,8 @@ pub fn basic(x: &mut Exchange<'_>) -> Flow {
         Credentials::Malformed(why) => return x.reject(400, why),
         Credentials::Given { user, password } => (user, password),
     };
-    let org = &x.api.def.org_id;
-    let (cfg, sessions) = (&x.gw.config, &x.gw.sessions);
-    if x.nonblocking && !keys::any_cached(cfg, &x.gw.key_ids, sessions, &user, org) {
-        return Flow::Defer;
-    }
-    let found = match keys::find(cfg, &x.gw.key_ids, sessions, &user, org) {
-        Err(e) => {
-            log::error!("api {}: cannot read keys: {e}", x.api.id());
-            return x.reject(500, "There was a problem authorising the key");
-        }
+    let found = match find_key(x, &user) {
+        Err(flow) => return flow,
         Ok(None) => {
             log::debug!("api {}: unknown basic-auth user", x.api.id());
             return challenge(x, "User not authorised");

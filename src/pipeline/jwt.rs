@@ -17,7 +17,7 @@ use crate::keyid;
 use crate::keys;
 use crate::session::Session;
 
-use super::auth::read_key;
+use super::auth::{find_key, read_key, store_failure};
 use super::{Exchange, Flow};
 
 pub fn jwt(x: &mut Exchange<'_>) -> Flow {
@@ -68,14 +68,10 @@ fn by_key(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str) -> Flow {
     let Some(id) = named else {
         return refuse(x, JwtError::Invalid);
     };
-    let (cfg, sessions, org) = (&x.gw.config, &x.gw.sessions, &def.org_id);
-    if x.nonblocking && !keys::any_cached(cfg, &x.gw.key_ids, sessions, &id, org) {
-        return Flow::Defer;
-    }
-    let found = match keys::find(cfg, &x.gw.key_ids, sessions, &id, org) {
+    let found = match find_key(x, &id) {
         Ok(Some(found)) => found,
         Ok(None) => return refuse(x, JwtError::Invalid),
-        Err(e) => return store_failure(x, &e),
+        Err(flow) => return flow,
     };
     let secret = found.session.jwt_data.secret.as_bytes();
     if let Err(e) = verified(x, spec, token, secret) {
@@ -84,11 +80,6 @@ fn by_key(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str) -> Flow {
     x.session = Some(found.session);
     x.stored_id = found.stored_id;
     Flow::Continue
-}
-
-fn store_failure(x: &Exchange<'_>, e: &crate::error::Error) -> Flow {
-    log::error!("api {}: cannot read keys: {e}", x.api.id());
-    x.reject(500, "There was a problem authorising the key")
 }
 
 /// `jwt_source`: one key verifies every token; the identity names a
@@ -191,15 +182,13 @@ fn wanted_policies(x: &Exchange<'_>, claims: &Value) -> Result<Vec<String>, Flow
             .get(&def.jwt_client_base_field)
             .and_then(Value::as_str)
     {
-        let (cfg, ids, sessions) = (&x.gw.config, &x.gw.key_ids, &x.gw.sessions);
-        base = keys::find(cfg, ids, sessions, client, &def.org_id)
-            .ok()
-            .flatten()
-            .and_then(|f| {
-                crate::auth::apply::policy_ids(&f.session)
-                    .into_iter()
-                    .next()
-            });
+        // On the event loop a client key not in memory defers: never a
+        // store read there.
+        base = find_key(x, client)?.and_then(|f| {
+            crate::auth::apply::policy_ids(&f.session)
+                .into_iter()
+                .next()
+        });
     }
     let set = x.gw.policies();
     let mut wanted: Vec<String> = Vec::new();
