@@ -34,6 +34,8 @@ Usage: bench/run.sh [options]
   --no-quota        keyed session with quota_max -1 (quota off);
                     default is a quota too large to trip
   --quick           smoke test: 1 round, 3 s, c=32 only
+  --variants LIST   measure only these variants (nginx is always
+                    added, the ratios need it)            [all]
   --no-build        use target/release/gatehouse as it is
   --keep            keep the run directory (logs, wrk output)
   -h, --help        this text
@@ -44,7 +46,7 @@ die() { echo "run.sh: error: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
 # ---------------------------------------------------------------- options
-CONNS= ROUNDS= DUR= WARMUP= QUIET_WAIT=120 KEYS=0 KEYS_TIMEOUT=1800 WORKERS=0 QUICK=0 BUILD=1 KEEP=0 QUOTA=1
+CONNS= ROUNDS= DUR= WARMUP= QUIET_WAIT=120 KEYS=0 KEYS_TIMEOUT=1800 WORKERS=0 QUICK=0 BUILD=1 KEEP=0 QUOTA=1 ONLY=
 while (($#)); do
     case $1 in
         --conns) CONNS=${2:?--conns needs a list}; shift ;;
@@ -57,6 +59,7 @@ while (($#)); do
         --workers) WORKERS=${2:?}; shift ;;
         --no-quota) QUOTA=0 ;;
         --quick) QUICK=1 ;;
+        --variants) ONLY=${2:?--variants needs a list}; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -253,6 +256,15 @@ BIN=$RUN/gatehouse
 
 # ---------------------------------------------------------------- estimate
 VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs)
+if [[ -n $ONLY ]]; then
+    wanted=" nginx ${ONLY//,/ } "
+    for v in ${ONLY//,/ }; do
+        [[ " ${VARIANTS[*]} " == *" $v "* ]] || die "--variants: unknown variant '$v' (known: ${VARIANTS[*]})"
+    done
+    kept=()
+    for v in "${VARIANTS[@]}"; do [[ $wanted == *" $v "* ]] && kept+=("$v"); done
+    VARIANTS=("${kept[@]}")
+fi
 nconns=$(wc -w <<<"$CONNS")
 measure_s=$((nconns * (${#VARIANTS[@]} * (WARMUP + 1) + ROUNDS * ${#VARIANTS[@]} * (DUR + 2))))
 echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"

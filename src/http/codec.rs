@@ -121,7 +121,7 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// True when `buf` holds enough to answer: a whole head, or proof that the
@@ -137,34 +137,49 @@ pub fn head_ready(buf: &[u8], limits: &Limits) -> bool {
 }
 
 /// Checks the raw head bytes: only CRLF line ends, no control bytes, no
-/// obs-fold, every line within its limit.
+/// obs-fold, every line within its limit. One pass; runs of plain bytes are
+/// skipped a block at a time (the common head is nearly all plain bytes).
 fn scan_lines(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadError> {
-    for (i, &b) in head.iter().enumerate() {
-        let bad = match b {
-            b'\n' => i == 0 || head[i - 1] != b'\r',
+    const BLOCK: usize = 32;
+    let plain = |b: u8| b >= 0x20 && b != 0x7f;
+    // A line's length error (the first line is a request's request line;
+    // a response's status line has no limit of its own).
+    let over = |len: usize, first: bool| match (first, request) {
+        (true, true) => (len > limits.max_request_line).then_some(HeadError::UriTooLong),
+        (true, false) => None,
+        _ => (len > limits.max_header_line).then_some(HeadError::HeadersTooLarge),
+    };
+    // A control byte anywhere wins over a long line, whatever their order.
+    let mut too_long = None;
+    let (mut i, mut line_start, mut first) = (0, 0, true);
+    while i < head.len() {
+        if let Some(block) = head.get(i..i + BLOCK)
+            && block.iter().fold(true, |all, &b| all & plain(b))
+        {
+            i += BLOCK;
+            continue;
+        }
+        let bad = match head[i] {
+            b'\n' => {
+                too_long = too_long.or_else(|| over(i - line_start, first));
+                if matches!(head.get(i + 1), Some(b' ' | b'\t')) {
+                    too_long = too_long.or(Some(HeadError::Malformed("obs-fold line")));
+                }
+                line_start = i + 1;
+                first = false;
+                i == 0 || head[i - 1] != b'\r'
+            }
             b'\r' => head.get(i + 1) != Some(&b'\n'),
             b'\t' => false,
-            0..=0x1f | 0x7f => true,
-            _ => false,
+            b => !plain(b),
         };
         if bad {
             return Err(HeadError::Malformed("bare CR, bare LF or control byte"));
         }
+        i += 1;
     }
-    let mut lines = head.split(|&b| b == b'\n');
-    let first = lines.next().unwrap_or_default();
-    if request && first.len() > limits.max_request_line {
-        return Err(HeadError::UriTooLong);
-    }
-    for line in lines {
-        if line.len() > limits.max_header_line {
-            return Err(HeadError::HeadersTooLarge);
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            return Err(HeadError::Malformed("obs-fold line"));
-        }
-    }
-    Ok(())
+    too_long = too_long.or_else(|| over(head.len() - line_start, first));
+    too_long.map_or(Ok(()), Err)
 }
 
 /// Bytes a head may take, or the error for a buffer that outgrew them.

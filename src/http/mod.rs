@@ -8,6 +8,6 @@ pub mod codec;
 pub mod message;
 pub mod path;
 
-pub use body::{BodyReader, ChunkedWriter, Wire, copy_body};
+pub use body::{BodyReader, ChunkedWriter, Wire, copy_body, copy_sides};
 pub use codec::{HeadError, Limits};
 pub use message::{Body, BodySource, Framing, Headers, Request, Response, Version};
