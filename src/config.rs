@@ -49,6 +49,7 @@ pub struct RawConfig {
     pub hide_generator_header: bool,
     pub storage: RawStorage,
     pub policies: RawPolicies,
+    pub jwks: RawJwks,
     /// Ours: milliseconds between background writes of counters.
     pub quota_persist_interval: Option<i64>,
     /// Ours: the built-in echo upstream; absent = off.
@@ -76,6 +77,20 @@ pub struct RawPolicies {
     pub policy_record_name: String,
     pub policy_path: String,
     pub allow_explicit_policy_id: bool,
+}
+
+/// `jwks.cache.timeout`: seconds a JWKS document is used before it is
+/// fetched again (0: Tyk's 240).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawJwks {
+    pub cache: RawJwksCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawJwksCache {
+    pub timeout: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +196,8 @@ pub struct Config {
     pub rate_limit_headers: RateLimitHeaders,
     pub health_check_path: String,
     pub reload_interval: Duration,
+    /// How long a fetched JWKS is used (`jwks.cache.timeout`).
+    pub jwks_cache: Duration,
     pub hide_generator_header: bool,
     pub quota_persist_interval: Duration,
     /// Sessions kept decoded in memory (the rest are read from the store).
@@ -446,6 +463,12 @@ impl RawConfig {
             rate_limit_headers,
             health_check_path: format!("/{health}"),
             reload_interval: timeout(file, "reload_interval", self.reload_interval, 1)?,
+            jwks_cache: Duration::from_secs(non_negative(
+                file,
+                "jwks.cache.timeout",
+                self.jwks.cache.timeout,
+                240,
+            )?),
             hide_generator_header: self.hide_generator_header,
             quota_persist_interval: Duration::from_millis(
                 non_negative(

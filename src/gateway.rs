@@ -12,6 +12,7 @@ use log::{info, warn};
 
 use crate::auth::Applied;
 use crate::auth::basic::Verified;
+use crate::auth::jwks::Jwks;
 use crate::auth::jwt::VerifiedTokens;
 use crate::auth::policy::PolicySet;
 use crate::config::Config;
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub verified: Verified,
     /// JWT signatures verified.
     pub tokens: VerifiedTokens,
+    /// JWKS documents fetched for JWT APIs, per API.
+    pub jwks: Jwks,
     registry: RwLock<Arc<Registry>>,
     policies: RwLock<Arc<PolicySet>>,
     /// The last policy snapshot's generation.
@@ -88,6 +91,7 @@ impl Gateway {
             applied: Applied::new(config.session_cache),
             verified: Verified::new(config.session_cache),
             tokens: VerifiedTokens::new(config.session_cache),
+            jwks: Jwks::new(config.jwks_cache),
             registry: RwLock::new(Arc::new(registry)),
             policies: RwLock::new(Arc::new(policies)),
             policy_generation: AtomicU64::new(1),

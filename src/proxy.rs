@@ -178,7 +178,7 @@ fn strip_segment(path: &str, segment: &str) -> String {
 }
 
 /// Names listed in `Connection` that may be dropped.
-fn connection_listed(headers: &Headers, keep: &[&str]) -> Vec<String> {
+fn connection_listed<S: AsRef<str>>(headers: &Headers, keep: &[S]) -> Vec<String> {
     headers
         .get_all("connection")
         .filter_map(|v| std::str::from_utf8(v).ok())
@@ -187,17 +187,17 @@ fn connection_listed(headers: &Headers, keep: &[&str]) -> Vec<String> {
         .filter(|t| {
             !t.is_empty()
                 && !PROTECTED.contains(&t.as_str())
-                && !keep.iter().any(|k| k.eq_ignore_ascii_case(t))
+                && !keep.iter().any(|k| k.as_ref().eq_ignore_ascii_case(t))
         })
         .collect()
 }
 
 /// Removes hop-by-hop fields and those `Connection` names, except `keep`.
-pub fn strip_hop_by_hop(headers: &mut Headers, keep: &[&str]) {
+pub fn strip_hop_by_hop<S: AsRef<str>>(headers: &mut Headers, keep: &[S]) {
     let listed = connection_listed(headers, keep);
+    let named = |list: &[&str], name: &str| list.iter().any(|h| h.eq_ignore_ascii_case(name));
     headers.retain(|name, _| {
-        let lower = name.to_ascii_lowercase();
-        !HOP_BY_HOP.contains(&lower.as_str()) && !listed.contains(&lower)
+        !named(HOP_BY_HOP, name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
     });
 }
 
@@ -205,10 +205,13 @@ pub fn strip_hop_by_hop(headers: &mut Headers, keep: &[&str]) {
 fn upstream_headers(x: &Exchange<'_>) -> Headers {
     let req = &x.req;
     let mut h = req.headers.clone();
-    let auth_header = x.api.auth.header.as_deref().unwrap_or("Authorization");
-    strip_hop_by_hop(&mut h, &[auth_header]);
+    // The credentials' own headers are never dropped as hop-by-hop.
+    let auth_headers = &x.api.auth.headers;
+    strip_hop_by_hop(&mut h, auth_headers);
     if x.api.def.strip_auth_data {
-        h.remove(auth_header);
+        for name in auth_headers {
+            h.remove(name);
+        }
     }
     let peer_ip = req.peer.ip().to_string();
     let prior: Vec<String> = h
@@ -254,6 +257,8 @@ pub struct Forward {
     max_buffered: u64,
     /// `api <id> <method> <path>`, for logs.
     what: String,
+    /// The part of the body a stage already read; sent before the rest.
+    pub body_prefix: Option<Vec<u8>>,
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
@@ -267,10 +272,14 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         Some(p) => p.as_str(),
         None => listen_stripped(x.api, x.path()),
     };
-    let query = match x.api.auth.param.as_deref() {
-        Some(param) if x.api.def.strip_auth_data => without_param(&x.req.query, param),
-        _ => std::borrow::Cow::Borrowed(x.req.query.as_str()),
-    };
+    let mut query = std::borrow::Cow::Borrowed(x.req.query.as_str());
+    if x.api.def.strip_auth_data {
+        for (_, source) in &x.api.auth.methods {
+            if let Some(param) = source.param.as_deref() {
+                query = std::borrow::Cow::Owned(without_param(&query, param).into_owned());
+            }
+        }
+    }
     let target = upstream_target(x.api, path, &query, x.strip_version.as_deref());
     let headers = upstream_headers(x);
     let mut head = Vec::with_capacity(512);
@@ -294,6 +303,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         max_body: max,
         max_buffered: cfg.max_buffered_body,
         what: format!("api {} {} {}", x.api.id(), x.req.method, x.req.path),
+        body_prefix: None,
     })
 }
 
@@ -362,7 +372,7 @@ impl Forward {
     pub fn respond(&self, head: ResponseHead, body: Body) -> Response {
         let mut res = Response::new(head.status);
         res.headers = head.headers;
-        strip_hop_by_hop(&mut res.headers, &[]);
+        strip_hop_by_hop::<&str>(&mut res.headers, &[]);
         for (name, value) in self.extra.iter() {
             res.headers.set(name, value);
         }
@@ -374,12 +384,7 @@ impl Forward {
     /// Tyk's answer to an upstream fault.
     pub fn fail(&self, e: UpstreamError) -> Response {
         let (status, message) = match &e {
-            UpstreamError::ClientBody(b) if b.to_string() == TOO_LARGE => (413, TOO_LARGE),
-            UpstreamError::ClientBody(b) => match b.kind() {
-                io::ErrorKind::InvalidData => (400, "Bad Request"),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (408, "Request Timeout"),
-                _ => (499, "Client closed request"),
-            },
+            UpstreamError::ClientBody(b) => client_body_status(b),
             UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
             UpstreamError::Timeout => (504, "Upstream service reached hard timeout."),
             UpstreamError::Broken(_) | UpstreamError::BadResponse(_) => {
@@ -399,6 +404,25 @@ impl Forward {
 }
 
 const TOO_LARGE: &str = "Request is too large";
+
+/// The status and message for a client body that could not be read.
+fn client_body_status(e: &io::Error) -> (u16, &'static str) {
+    if e.to_string() == TOO_LARGE {
+        return (413, TOO_LARGE);
+    }
+    match e.kind() {
+        io::ErrorKind::InvalidData => (400, "Bad Request"),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => (408, "Request Timeout"),
+        _ => (499, "Client closed request"),
+    }
+}
+
+/// The answer to a client body that failed while a stage read it.
+pub fn client_body_failure(e: &io::Error, hide: bool) -> Response {
+    log::debug!("client body: {e}");
+    let (status, message) = client_body_status(e);
+    proxy_error(status, message, hide).with_close()
+}
 
 /// A client body reader that fails past `max_request_body_size`.
 struct Capped<'a> {

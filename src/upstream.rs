@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::http::codec::{self, ResponseHead};
-use crate::http::{BodyReader, BodySource, ChunkedWriter, Framing, Limits, Wire, copy_body};
+use crate::http::{
+    BodyReader, BodySource, ChunkedWriter, Framing, Limits, Wire, copy_body, copy_sides,
+};
 
 /// Idle pooled connections per upstream address.
 const MAX_IDLE_PER_HOST: usize = 256;
@@ -229,6 +231,67 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A GET of `url` for the gateway's own use (a JWKS document), through
+    /// the same pool and timeouts as proxied requests: the body of a 200
+    /// answer, at most `max` bytes.
+    pub fn fetch(self: &Arc<Self>, url: &str, max: u64) -> Result<Vec<u8>, String> {
+        let target = crate::apidef::Target::parse(url)?;
+        let mut headers = crate::http::Headers::new();
+        headers.set("Host", target.authority.as_str());
+        headers.set("User-Agent", concat!("Tyk/v", env!("CARGO_PKG_VERSION")));
+        headers.set("Accept", "application/json");
+        let mut path = if target.path.is_empty() {
+            "/".to_string()
+        } else {
+            target.path.clone()
+        };
+        if !target.query.is_empty() {
+            path = format!("{path}?{}", target.query);
+        }
+        let mut head = Vec::with_capacity(256);
+        codec::encode_request_head(&mut head, "GET", &path, &headers, Framing::None);
+        let out = Outgoing {
+            address: &target.address,
+            head: &head,
+            framing: Framing::None,
+            body: &mut io::empty(),
+            replayable: true,
+            head_request: false,
+        };
+        let (res, mut body) = self.send(out).map_err(|e| e.to_string())?;
+        if res.status != 200 {
+            return Err(format!("answered {}", res.status));
+        }
+        let mut sink = Capped {
+            buf: Vec::new(),
+            max,
+        };
+        body.copy_to(&mut sink).map_err(|e| format!("body: {e}"))?;
+        Ok(sink.buf)
+    }
+}
+
+/// A writer that refuses more than `max` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    max: u64,
+}
+
+impl Write for Capped {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if (self.buf.len() + data.len()) as u64 > self.max {
+            return Err(io::Error::other(format!("larger than {} bytes", self.max)));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An idle connection is reusable only if the upstream has neither closed
 /// it nor sent bytes nobody asked for (one non-blocking peek).
 fn is_quiet(stream: &TcpStream) -> bool {
@@ -271,17 +334,10 @@ fn send_request(
 
 /// Copies the client's body upstream, telling apart which side failed.
 fn copy_client_body(body: &mut dyn Read, to: &mut dyn Write) -> Result<(), (UpstreamError, bool)> {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = body
-            .read(&mut buf)
-            .map_err(|e| (UpstreamError::ClientBody(e), true))?;
-        if n == 0 {
-            return Ok(());
-        }
-        to.write_all(&buf[..n])
-            .map_err(|e| (UpstreamError::Broken(e), true))?;
-    }
+    copy_sides(body, to).map_err(|side| match side {
+        Ok(read) => (UpstreamError::ClientBody(read), true),
+        Err(write) => (UpstreamError::Broken(write), true),
+    })
 }
 
 /// An upstream response body, streamed to the client by the server.

@@ -159,11 +159,25 @@ pub fn handle(gw: &Gateway, req: Request, body: &mut dyn Read) -> Response {
         (["policies", id], "DELETE") => policies::delete(&call, id),
         (["policies"], "DELETE") => admin_error(400, "Must specify an apiID to delete"),
         (["policies"] | ["policies", _], _) => method_not_supported(),
+        (["cache", "jwks"], "DELETE") => invalidate_jwks(&call, None),
+        (["cache", "jwks", id], "DELETE") => invalidate_jwks(&call, Some(id)),
+        (["cache", "jwks"] | ["cache", "jwks", _], _) => method_not_supported(),
         (["reload"], "GET") => reload(&call, true),
         (["reload", "group"], "GET") => reload(&call, false),
         (["reload"] | ["reload", "group"], _) => method_not_supported(),
         _ => not_found(),
     }
+}
+
+/// `DELETE /tyk/cache/jwks[/{apiID}]`: the next token fetches its JWKS
+/// anew (idempotent, as Tyk: an unknown API id is fine).
+fn invalidate_jwks(call: &Call<'_>, api: Option<&str>) -> Response {
+    call.gw.jwks.invalidate(api);
+    Response::bytes(
+        200,
+        "application/json",
+        "{\"status\":\"ok\",\"message\":\"cache invalidated\"}\n",
+    )
 }
 
 /// `GET /tyk/reload[?block=true]` and `/tyk/reload/group`.

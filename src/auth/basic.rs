@@ -38,6 +38,54 @@ pub enum Credentials {
     },
 }
 
+/// `basic_auth.extract_from_body`: the user and password as the first
+/// capture group of two regexes (Go's RE2 syntax, which `regex` shares),
+/// compiled at load. Used only when the header gives no credentials.
+#[derive(Clone, Debug)]
+pub struct BodyCredentials {
+    user: regex::bytes::Regex,
+    password: regex::bytes::Regex,
+}
+
+impl BodyCredentials {
+    /// Err names the field at fault.
+    pub fn compile(user: &str, password: &str) -> Result<BodyCredentials, (&'static str, String)> {
+        let one = |field: &'static str, pattern: &str| {
+            if pattern.is_empty() {
+                return Err((field, "is empty, but extract_from_body is true".to_string()));
+            }
+            regex::bytes::Regex::new(pattern).map_err(|e| (field, e.to_string()))
+        };
+        Ok(BodyCredentials {
+            user: one("basic_auth.body_user_regexp", user)?,
+            password: one("basic_auth.body_password_regexp", password)?,
+        })
+    }
+
+    /// The user and password in `body`; Err is Tyk's 400 message.
+    pub fn extract(&self, body: &[u8]) -> Result<(String, String), &'static str> {
+        let group = |rx: &regex::bytes::Regex,
+                     missing: &'static str,
+                     no_group: &'static str|
+         -> Result<String, &'static str> {
+            let caps = rx.captures(body).ok_or(missing)?;
+            let m = caps.get(1).ok_or(no_group)?;
+            Ok(String::from_utf8_lossy(m.as_bytes()).into_owned())
+        };
+        let user = group(
+            &self.user,
+            "Body do not contain username",
+            "username should be inside regexp match group",
+        )?;
+        let password = group(
+            &self.password,
+            "Body do not contain password",
+            "password should be inside regexp match group",
+        )?;
+        Ok((user, password))
+    }
+}
+
 /// Reads `<scheme> <base64(user:password)>` with Tyk's checks: exactly two
 /// space-separated parts (the scheme word is not checked), standard
 /// base64, exactly one `:` (a password holding `:` never works, as in Tyk).
@@ -270,5 +318,33 @@ mod tests {
         };
         assert_eq!(v.quick_check(&unknown, "pw"), Some(false));
         assert!(hash_password("rot13", "pw").is_err());
+    }
+
+    #[test]
+    fn body_credentials_are_the_first_group_of_each_regex() {
+        let b = BodyCredentials::compile(r"<user>(\w+)</user>", r"<pass>([^<]*)</pass>").unwrap();
+        let body = b"<req><user>ann</user><pass>p:w d</pass></req>";
+        assert_eq!(b.extract(body), Ok(("ann".into(), "p:w d".into())));
+        assert_eq!(
+            b.extract(b"<pass>x</pass>"),
+            Err("Body do not contain username")
+        );
+        assert_eq!(
+            b.extract(b"<user>ann</user>"),
+            Err("Body do not contain password")
+        );
+        let ungrouped = BodyCredentials::compile(r"<user>\w+</user>", "(.)").unwrap();
+        assert_eq!(
+            ungrouped.extract(body),
+            Err("username should be inside regexp match group")
+        );
+        assert_eq!(
+            BodyCredentials::compile("", "x").unwrap_err().0,
+            "basic_auth.body_user_regexp"
+        );
+        assert_eq!(
+            BodyCredentials::compile("x", "(").unwrap_err().0,
+            "basic_auth.body_password_regexp"
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod basic;
+pub mod jwks;
 pub mod jwt;
 pub mod policy;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::apidef::AuthSource;
+use crate::apidef::{AuthMethod, AuthSource};
 use crate::auth::basic::{self, Credentials};
 use crate::http::Request;
 use crate::keys;
@@ -16,7 +16,7 @@ use super::{Exchange, Flow};
 const DISALLOWED: &str = "Access to this API has been disallowed";
 
 pub fn token(x: &mut Exchange<'_>) -> Flow {
-    let Some(key) = read_key(&x.api.auth, &x.req) else {
+    let Some(key) = read_key(x.api.auth.source(AuthMethod::Token), &x.req) else {
         return x.reject(401, "Authorization field missing");
     };
     if key.chars().count() < x.gw.config.min_token_length {
@@ -25,8 +25,7 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     match find_key(x, &key) {
         Err(flow) => flow,
         Ok(Some(found)) => {
-            x.session = Some(found.session);
-            x.stored_id = found.stored_id;
+            x.identified(AuthMethod::Token, found.session, found.stored_id);
             Flow::Continue
         }
         Ok(None) => {
@@ -58,11 +57,23 @@ pub(super) fn store_failure(x: &Exchange<'_>, e: &crate::error::Error) -> Flow {
 /// wrong credentials, 400 for a malformed header. A bcrypt check runs on a
 /// worker unless the password was verified lately.
 pub fn basic(x: &mut Exchange<'_>) -> Flow {
-    let header = x.api.auth.header.as_deref().unwrap_or("Authorization");
+    let source = x.api.auth.source(AuthMethod::Basic);
+    let header = source.header.as_deref().unwrap_or("Authorization");
     let (user, password) = match basic::read(x.req.headers.get(header)) {
-        Credentials::Missing => return challenge(x, "Authorization field missing"),
-        Credentials::Malformed(why) => return x.reject(400, why),
         Credentials::Given { user, password } => (user, password),
+        // No usable header: the body, when the API reads credentials there.
+        _ if x.api.basic_body.is_some() && x.nonblocking => return Flow::Defer,
+        other => match (&x.api.basic_body, other) {
+            (Some(from_body), _) => {
+                let body = x.body.as_deref().unwrap_or_default();
+                match from_body.extract(body) {
+                    Ok(found) => found,
+                    Err(why) => return x.reject(400, why),
+                }
+            }
+            (None, Credentials::Malformed(why)) => return x.reject(400, why),
+            (None, _) => return challenge(x, "Authorization field missing"),
+        },
     };
     let found = match find_key(x, &user) {
         Err(flow) => return flow,
@@ -91,8 +102,7 @@ pub fn basic(x: &mut Exchange<'_>) -> Flow {
         log::debug!("api {}: basic-auth password check failed", x.api.id());
         return challenge(x, "User not authorised");
     }
-    x.session = Some(found.session);
-    x.stored_id = found.stored_id;
+    x.identified(AuthMethod::Basic, found.session, found.stored_id);
     Flow::Continue
 }
 

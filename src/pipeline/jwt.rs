@@ -11,8 +11,9 @@ use std::sync::Arc;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
-use crate::apidef::{JwtKeys, JwtSpec};
-use crate::auth::jwt::{self, JwtError};
+use crate::apidef::{AuthMethod, JwtKeys, JwtSpec};
+use crate::auth::jwks;
+use crate::auth::jwt::{self, Choice, JwtError, Memo, PolicyClaims, Verified, VerifyKey};
 use crate::keyid;
 use crate::keys;
 use crate::session::Session;
@@ -25,13 +26,16 @@ pub fn jwt(x: &mut Exchange<'_>) -> Flow {
     let Some(spec) = api.jwt.as_ref() else {
         return Flow::Continue;
     };
-    let Some(token) = read_key(&x.api.auth, &x.req) else {
+    let Some(token) = read_key(api.auth.source(AuthMethod::Jwt), &x.req) else {
         return refuse(x, JwtError::Missing);
     };
     match &spec.keys {
         JwtKeys::PerKey => by_key(x, spec, &token),
         JwtKeys::Static(key) => centralised(x, spec, &token, key),
-        JwtKeys::Jwks(_) => refuse(x, JwtError::Invalid),
+        JwtKeys::Jwks(url) => match jwks_key(x, spec, &token, url) {
+            Ok(key) => centralised(x, spec, &token, &key),
+            Err(flow) => flow,
+        },
     }
 }
 
@@ -40,17 +44,47 @@ fn refuse(x: &Exchange<'_>, e: JwtError) -> Flow {
     x.reject(e.status(), e.message())
 }
 
-/// A verified token's claims (the signature checked once per token and
-/// key), its time claims checked on every request.
+/// The JWKS key the token's `kid` names; fetching the set (or a fresher
+/// one, for a `kid` it lacks) defers to a worker.
+fn jwks_key(
+    x: &Exchange<'_>,
+    spec: &JwtSpec,
+    token: &str,
+    url: &str,
+) -> Result<Arc<VerifyKey>, Flow> {
+    let header = jwt::header(token, spec.family).map_err(|e| refuse(x, e))?;
+    let Some(kid) = header.kid else {
+        log::debug!("api {}: token has no kid to pick a JWKS key", x.api.id());
+        return Err(refuse(x, JwtError::Invalid));
+    };
+    let (jwks, api) = (&x.gw.jwks, x.api.id());
+    let found = match jwks.cached(api, url, &kid) {
+        Some(found) => found,
+        None if x.nonblocking => return Err(Flow::Defer),
+        None => {
+            let upstream = &x.gw.upstream;
+            jwks.key(api, url, spec.family, &kid, |u| {
+                upstream.fetch(u, jwks::MAX_JWKS_BYTES)
+            })
+        }
+    };
+    found.map_err(|e| {
+        log::debug!("api {api}: no JWKS key with kid {kid:?}");
+        refuse(x, e)
+    })
+}
+
+/// A verified token (the signature checked once per token and key), its
+/// time claims checked on every request.
 fn verified(
     x: &Exchange<'_>,
     spec: &JwtSpec,
     token: &str,
-    key: &[u8],
-) -> Result<Arc<Value>, JwtError> {
-    let claims = x.gw.tokens.verify(token, spec.family, key)?;
-    jwt::check_times(&claims, x.now, spec.skews)?;
-    Ok(claims)
+    key: &VerifyKey,
+) -> Result<Arc<Verified>, JwtError> {
+    let v = x.gw.tokens.verify(token, spec.family, key)?;
+    jwt::check_times(&v.claims, x.now, spec.skews)?;
+    Ok(v)
 }
 
 /// No `jwt_source`: the token names its key.
@@ -73,106 +107,112 @@ fn by_key(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str) -> Flow {
         Ok(None) => return refuse(x, JwtError::Invalid),
         Err(flow) => return flow,
     };
-    let secret = found.session.jwt_data.secret.as_bytes();
-    if let Err(e) = verified(x, spec, token, secret) {
+    let key = VerifyKey::new(spec.family, found.session.jwt_data.secret.as_bytes());
+    if let Err(e) = verified(x, spec, token, &key) {
         return refuse(x, e);
     }
-    x.session = Some(found.session);
-    x.stored_id = found.stored_id;
+    x.identified(AuthMethod::Jwt, found.session, found.stored_id);
     Flow::Continue
 }
 
-/// `jwt_source`: one key verifies every token; the identity names a
-/// session, created from the token's policy on first use.
-fn centralised(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str, key: &[u8]) -> Flow {
-    let claims = match verified(x, spec, token, key) {
-        Ok(c) => c,
+/// `jwt_source`: one key (or JWKS) verifies every token; the identity
+/// names a session, created from the token's policies on first use.
+fn centralised(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str, key: &VerifyKey) -> Flow {
+    let v = match verified(x, spec, token, key) {
+        Ok(v) => v,
         Err(e) => return refuse(x, e),
     };
     let def = &x.api.def;
-    let identity = match jwt::identity(&claims, &def.jwt_identity_base_field) {
-        Ok(id) => id,
+    let cfg = &x.gw.config;
+    // Identity, session id and stored id: worked out once per token.
+    let memo = v.memo(&def.org_id, &def.jwt_identity_base_field, || {
+        let identity = jwt::identity(&v.claims, &def.jwt_identity_base_field)?;
+        let digest = Md5::digest(identity.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let session_id = keyid::token(&def.org_id, &hex, &cfg.hash_key_function);
+        Ok(Memo {
+            org: def.org_id.clone(),
+            field: def.jwt_identity_base_field.clone(),
+            stored_id: keys::stored_id(cfg, &session_id),
+            identity,
+            session_id,
+        })
+    });
+    let memo = match memo {
+        Ok(m) => m,
         Err(why) => return x.reject(403, why),
     };
-    let cfg = &x.gw.config;
-    let digest = Md5::digest(identity.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let session_id = keyid::token(&def.org_id, &hex, &cfg.hash_key_function);
-    let stored_id = keys::stored_id(cfg, &session_id);
+    let stored_id = &memo.stored_id;
     let sessions = &x.gw.sessions;
-    if x.nonblocking && !sessions.is_cached(&stored_id) {
+    if x.nonblocking && !sessions.is_cached(stored_id) {
         return Flow::Defer;
     }
-    let existing = match sessions.get(&stored_id) {
+    let existing = match sessions.get(stored_id) {
         Ok(s) => s,
         Err(e) => return store_failure(x, &e),
     };
-    let wanted = match wanted_policies(x, &claims) {
+    let (wanted, exact) = match wanted_policies(x, spec, &v.claims, existing.is_some()) {
         Ok(p) => p,
         Err(res) => return res,
     };
     // The session lives as long as the token, its skew included (Tyk sets
     // `exp` alone, so a token accepted by the skew met an expired key).
-    let exp = claims
+    let exp = v
+        .claims
         .get("exp")
         .and_then(Value::as_f64)
         .map(|e| (e as i64).saturating_add(spec.skews.expires_at));
     // A session is rewritten when the token asks for other policies or
     // outlives it; otherwise it is used as stored (and cached).
     let stale = |s: &Session| {
-        wanted.iter().any(|p| !s.apply_policies.contains(p))
-            || exp.is_some_and(|e| s.expires > 0 && e > s.expires)
+        let has = |p: &String| s.apply_policies.contains(p);
+        let differs = if exact {
+            s.apply_policies.len() != wanted.len() || !wanted.iter().all(has)
+        } else {
+            !wanted.iter().all(has)
+        };
+        differs || exp.is_some_and(|e| s.expires > 0 && e > s.expires)
     };
-    let no_policy = "key not authorized: no matching policy found";
     let session = match existing {
-        Some(s) if !stale(&s) => {
-            if s.apply_policies.is_empty() {
-                return x.reject(403, no_policy);
-            }
-            s
-        }
+        Some(s) if !stale(&s) => s,
+        _ if x.nonblocking => return Flow::Defer,
         current => {
-            let has_policies = current
-                .as_ref()
-                .is_some_and(|s| !s.apply_policies.is_empty());
-            if wanted.is_empty() && !has_policies {
-                return x.reject(403, no_policy);
-            }
-            if x.nonblocking {
-                return Flow::Defer;
-            }
             let mut s = current
                 .map(|s| (*s).clone())
-                .unwrap_or_else(|| new_session(&def.org_id, &identity, &session_id));
-            if !wanted.is_empty() {
-                s.apply_policies = wanted;
-                s.apply_policy_id.clear();
-            }
+                .unwrap_or_else(|| new_session(&def.org_id, &memo.identity, &memo.session_id));
+            s.apply_policies = wanted;
+            s.apply_policy_id.clear();
             if let Some(e) = exp
                 && (s.expires == 0 || e > s.expires)
             {
                 s.expires = e;
             }
-            if let Err(e) = sessions.put(&stored_id, s) {
+            if let Err(e) = sessions.put(stored_id, s) {
                 log::error!("api {}: cannot store a JWT session: {e}", x.api.id());
                 return x.reject(500, "There was a problem authorising the key");
             }
-            match sessions.get(&stored_id) {
+            match sessions.get(stored_id) {
                 Ok(Some(s)) => s,
                 Ok(None) => return x.reject(500, "There was a problem authorising the key"),
                 Err(e) => return store_failure(x, &e),
             }
         }
     };
-    x.session = Some(session);
-    x.stored_id = stored_id;
+    let stored_id = stored_id.clone();
+    x.identified(AuthMethod::Jwt, session, stored_id);
     Flow::Continue
 }
 
-/// The policies a token asks for: its policy claim (a policy of the API's
-/// org), else the first policy of the key its client claim names, then
-/// `jwt_default_policies`. Err is the 403.
-fn wanted_policies(x: &Exchange<'_>, claims: &Value) -> Result<Vec<String>, Flow> {
+/// The policies a token's session must have, and whether exactly those
+/// (`jwt::PolicyClaims`): the base policy is its policy claim (a policy of
+/// the API's org), else the first policy of the key its client claim
+/// names. Err is the 403.
+fn wanted_policies(
+    x: &Exchange<'_>,
+    spec: &JwtSpec,
+    claims: &Value,
+    existing: bool,
+) -> Result<(Vec<String>, bool), Flow> {
     let def = &x.api.def;
     let mut base = None;
     if !def.jwt_policy_field_name.is_empty() {
@@ -190,20 +230,31 @@ fn wanted_policies(x: &Exchange<'_>, claims: &Value) -> Result<Vec<String>, Flow
                 .next()
         });
     }
-    let set = x.gw.policies();
-    let mut wanted: Vec<String> = Vec::new();
-    if let Some(id) = base {
-        if set.find(&def.org_id, &id).is_none() {
-            return Err(x.reject(403, JwtError::NoPolicy.message()));
-        }
-        wanted.push(id);
+    if let Some(id) = &base
+        && x.gw.policies().find(&def.org_id, id).is_none()
+    {
+        return Err(x.reject(403, JwtError::NoPolicy.message()));
     }
-    for id in &def.jwt_default_policies {
-        if !wanted.contains(id) {
-            wanted.push(id.clone());
+    let scopes = if spec.scope_map.is_empty() {
+        Vec::new()
+    } else {
+        jwt::scopes(claims, &spec.scope_claim)
+    };
+    let choice = PolicyClaims {
+        base,
+        defaults: &def.jwt_default_policies,
+        scope_map: &spec.scope_map,
+        scopes: &scopes,
+        existing,
+    }
+    .choose();
+    match choice {
+        Choice::Policies { ids, exact } => Ok((ids, exact)),
+        Choice::Refuse(why) => {
+            log::debug!("api {}: token refused: {why}", x.api.id());
+            Err(x.reject(403, why))
         }
     }
-    Ok(wanted)
 }
 
 /// A JWT identity's first session (Tyk's fields).

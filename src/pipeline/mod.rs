@@ -13,7 +13,7 @@ mod version;
 use std::io::Read;
 use std::sync::Arc;
 
-use crate::apidef::{ApiDefinition, ApiSpec};
+use crate::apidef::{ApiDefinition, ApiSpec, AuthChain, AuthMethod};
 use crate::error::proxy_error;
 use crate::gateway::Gateway;
 use crate::http::{Headers, Request, Response};
@@ -56,6 +56,10 @@ pub struct Exchange<'a> {
     pub response_headers: Headers,
     /// Run on the event loop: a stage that would block defers instead.
     pub nonblocking: bool,
+    /// The start of the body (up to `max_buffered_body` bytes), read before
+    /// the stages only for an API that looks into bodies
+    /// (`basic_auth.extract_from_body`); it is forwarded as read.
+    pub body: Option<Vec<u8>>,
 }
 
 /// A request's path as the router resolved it (`router`, `http::path`).
@@ -75,6 +79,16 @@ impl Exchange<'_> {
         self.routed.key.as_deref().unwrap_or(&self.req.path)
     }
 
+    /// `method` found the request's session: it becomes the request's
+    /// unless another method provides the identity
+    /// (`base_identity_provided_by`).
+    pub fn identified(&mut self, method: AuthMethod, session: Arc<Session>, stored_id: String) {
+        if self.api.auth.keeps(method) {
+            self.session = Some(session);
+            self.stored_id = stored_id;
+        }
+    }
+
     /// Tyk's error body for this API's gateway settings.
     pub fn reject(&self, status: u16, message: &str) -> Flow {
         Flow::Respond(proxy_error(
@@ -86,20 +100,19 @@ impl Exchange<'_> {
 }
 
 /// The stages an API runs, in Tyk's order.
-pub fn stages_for(def: &ApiDefinition) -> Vec<Stage> {
+pub fn stages_for(def: &ApiDefinition, auth: &AuthChain) -> Vec<Stage> {
     let mut stages: Vec<Stage> = vec![version::check];
     if def.use_keyless {
         stages.push(limit::keyless_headers);
     } else {
-        let who: Stage = if def.enable_jwt {
-            jwt::jwt
-        } else if def.use_basic_auth {
-            auth::basic
-        } else {
-            auth::token
-        };
+        stages.extend(auth.methods.iter().map(|(method, _)| -> Stage {
+            match method {
+                AuthMethod::Basic => auth::basic,
+                AuthMethod::Jwt => jwt::jwt,
+                AuthMethod::Token => auth::token,
+            }
+        }));
         stages.extend([
-            who,
             auth::policies,
             access::key_expired,
             access::rights,
@@ -129,6 +142,17 @@ pub fn prepare(
     routed: Routed,
     nonblocking: bool,
 ) -> Prepared {
+    prepare_with(gw, api, req, routed, nonblocking, None)
+}
+
+fn prepare_with(
+    gw: &Gateway,
+    api: &ApiSpec,
+    req: Request,
+    routed: Routed,
+    nonblocking: bool,
+    body: Option<Vec<u8>>,
+) -> Prepared {
     let path = routed.key.as_deref().unwrap_or(&req.path);
     let rest = proxy::rest_of_path(api, path).to_string();
     let mut x = Exchange {
@@ -144,6 +168,7 @@ pub fn prepare(
         strip_version: None,
         response_headers: Headers::new(),
         nonblocking,
+        body,
     };
     for stage in &api.stages {
         match stage(&mut x) {
@@ -153,7 +178,10 @@ pub fn prepare(
         }
     }
     match proxy::plan(&x) {
-        Ok(f) => Prepared::Forward(Box::new(f)),
+        Ok(mut f) => {
+            f.body_prefix = x.body.take();
+            Prepared::Forward(Box::new(f))
+        }
         Err(res) => Prepared::Respond(res),
     }
 }
@@ -166,9 +194,21 @@ pub fn run(
     routed: Routed,
     body: &mut dyn Read,
 ) -> Response {
-    match prepare(gw, api, req, routed, false) {
+    let mut prefix = None;
+    if api.basic_body.is_some() && req.framing != crate::http::Framing::None {
+        let mut buf = Vec::new();
+        let limit = gw.config.max_buffered_body;
+        if let Err(e) = body.take(limit).read_to_end(&mut buf) {
+            return proxy::client_body_failure(&e, gw.config.hide_generator_header);
+        }
+        prefix = Some(buf);
+    }
+    match prepare_with(gw, api, req, routed, false, prefix) {
         Prepared::Respond(res) => res,
-        Prepared::Forward(f) => f.send(body),
+        Prepared::Forward(mut f) => match f.body_prefix.take() {
+            Some(read) => f.send(&mut std::io::Cursor::new(read).chain(body)),
+            None => f.send(body),
+        },
         Prepared::Defer(_) => unreachable!("blocking stages never defer"),
     }
 }

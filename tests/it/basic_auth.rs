@@ -244,3 +244,94 @@ fn a_basic_user_with_a_policy_gets_its_rights() {
     assert_eq!(login(&gw, "ann", "pw").status, 200);
     assert_proxy_error(&login(&gw, "ann", "pw"), 403, "Quota exceeded");
 }
+
+/// A basic-auth API reading credentials from XML bodies when the header
+/// has none.
+fn body_api(up: &Upstream) -> Value {
+    let mut d = basic_api(up);
+    d["basic_auth"] = json!({
+        "extract_from_body": true,
+        "body_user_regexp": "<User>(.*)</User>",
+        "body_password_regexp": "<Password>(.*)</Password>",
+    });
+    d
+}
+
+fn post(gw: &Gateway, headers: &[(&str, &str)], body: &str) -> Resp {
+    request(
+        gw.port(),
+        "POST",
+        "/basic/x",
+        headers,
+        Some(body.as_bytes()),
+    )
+}
+
+#[test]
+fn credentials_can_come_from_the_body_when_the_header_has_none() {
+    let up = Upstream::start();
+    let gw = Gateway::start(json!({}), &[("basic", body_api(&up))]);
+    add_user(&gw, "ann", "s3:cret");
+    let xml = "<Login><User>ann</User><Password>s3:cret</Password></Login>";
+    let r = post(&gw, &[], xml);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The upstream gets the body whole, as sent.
+    assert_eq!(up.last_request().unwrap().body, xml.as_bytes());
+    // Chunked, the same.
+    let (a, b) = xml.split_at(20);
+    let body = format!("{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len());
+    let chunked = post(&gw, &[("Transfer-Encoding", "chunked")], &body);
+    assert_eq!(chunked.status, 200, "{}", chunked.text());
+    let wrong = "<User>ann</User><Password>guess</Password>";
+    assert_challenged(&post(&gw, &[], wrong), "User not authorised");
+    assert_proxy_error(
+        &post(&gw, &[], "<Password>s3:cret</Password>"),
+        400,
+        "Body do not contain username",
+    );
+    assert_proxy_error(
+        &post(&gw, &[], "<User>ann</User>"),
+        400,
+        "Body do not contain password",
+    );
+    // No body at all: nothing to extract.
+    assert_proxy_error(
+        &gw.get("/basic/x", &[]),
+        400,
+        "Body do not contain username",
+    );
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn a_header_with_credentials_wins_over_the_body() {
+    let up = Upstream::start();
+    let gw = Gateway::start(json!({}), &[("basic", body_api(&up))]);
+    add_user(&gw, "ann", "s3cret");
+    add_user(&gw, "bob", "other");
+    let bob = format!("Basic {}", STANDARD.encode("bob:wrong"));
+    let ann = "<User>ann</User><Password>s3cret</Password>";
+    // A wrong header password is not rescued by right body credentials.
+    assert_challenged(
+        &post(&gw, &[("Authorization", &bob)], ann),
+        "User not authorised",
+    );
+    // A malformed header falls back to the body, as Tyk.
+    assert_eq!(post(&gw, &[("Authorization", "Basic")], ann).status, 200);
+}
+
+#[test]
+fn an_api_whose_body_regexp_does_not_compile_is_skipped_naming_it() {
+    let up = Upstream::start();
+    let mut api = body_api(&up);
+    api["basic_auth"]["body_password_regexp"] = json!("<Password>(.*</Password>");
+    let gw = Gateway::builder().app("basic", api).start();
+    assert!(
+        gw.logs().iter().any(|l| l.contains("ERROR")
+            && l.contains("basic.json")
+            && l.contains("basic_auth.body_password_regexp")),
+        "no error naming the file and field:\n{}",
+        gw.logs().join("\n")
+    );
+    assert_eq!(gw.get("/basic/x", &[]).status, 404);
+}

@@ -292,8 +292,187 @@ fn without_jwt_source_the_kid_names_the_key_holding_the_secret() {
     assert_eq!(up.hits(), 2);
 }
 
+/// A JWKS server: serves `doc` (changeable) and counts fetches.
+struct JwksServer {
+    up: Upstream,
+    doc: std::sync::Arc<std::sync::Mutex<(u16, Value)>>,
+}
+
+impl JwksServer {
+    fn start(doc: Value) -> JwksServer {
+        let state = std::sync::Arc::new(std::sync::Mutex::new((200, doc)));
+        let shared = state.clone();
+        let up = Upstream::with_handler(move |_| {
+            let (status, doc) = shared.lock().unwrap().clone();
+            UpResp::json(status, &doc)
+        });
+        JwksServer { up, doc: state }
+    }
+
+    fn set(&self, status: u16, doc: Value) {
+        *self.doc.lock().unwrap() = (status, doc);
+    }
+
+    fn url(&self) -> String {
+        self.up.url("/.well-known/jwks.json")
+    }
+
+    fn fetches(&self) -> usize {
+        self.up.hits()
+    }
+}
+
+/// The test JWKS (`rsa-1`, `rsa-2`, `ec-1`), with only the keys named.
+fn jwks(kids: &[&str]) -> Value {
+    let all: Value = serde_json::from_slice(&data("jwks.json")).unwrap();
+    let keys: Vec<Value> = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| kids.contains(&k["kid"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    json!({ "keys": keys })
+}
+
+fn rs256_kid(private: &str, kid: &str, claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(&data(private)).unwrap();
+    sign(Algorithm::RS256, &key, Some(kid), claims)
+}
+
 #[test]
-fn a_jwks_source_is_refused_until_it_is_supported() {
+fn rs256_and_es256_tokens_verify_against_a_jwks_fetched_once() {
+    let up = Upstream::start();
+    let idp = JwksServer::start(jwks(&["rsa-1", "ec-1"]));
+    let gw = start(jwt_api(&up, "rsa", &idp.url(), json!({})));
+    let t = rs256_kid("rsa-private.pem", "rsa-1", &claims("ann", "gold"));
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+    assert_eq!(call(&gw, &t).status, 200);
+    let other = rs256_kid("rsa-private.pem", "rsa-1", &claims("bob", "gold"));
+    assert_eq!(call(&gw, &other).status, 200);
+    assert_eq!(idp.fetches(), 1, "the set is cached");
+    assert_eq!(up.hits(), 3);
+    // ES256 against the same kind of source (base64 of the URL, as Tyk
+    // also accepts).
+    let gw = start(jwt_api(
+        &up,
+        "ecdsa",
+        &STANDARD.encode(idp.url()),
+        json!({}),
+    ));
+    let ec = EncodingKey::from_ec_pem(&data("ec-private.pem")).unwrap();
+    let t = sign(Algorithm::ES256, &ec, Some("ec-1"), &claims("ann", "gold"));
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+}
+
+#[test]
+fn a_jwks_token_must_name_a_key_of_the_set_that_signed_it() {
+    let up = Upstream::start();
+    let idp = JwksServer::start(jwks(&["rsa-1"]));
+    let gw = start(jwt_api(&up, "rsa", &idp.url(), json!({})));
+    // Signed by the other pair but naming rsa-1.
+    let forged = rs256_kid("rsa2-private.pem", "rsa-1", &claims("ann", "gold"));
+    assert_proxy_error(&call(&gw, &forged), 403, "Key not authorized");
+    // No kid at all.
+    let bare = rs256("rsa-private.pem", &claims("ann", "gold"));
+    assert_proxy_error(&call(&gw, &bare), 403, "Key not authorized");
+    // An HMAC token whose secret is the set's own JSON: another family.
+    let hs = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&data("jwks.json")).unwrap(),
+        Some("rsa-1"),
+        &claims("ann", "gold"),
+    );
+    assert_proxy_error(
+        &call(&gw, &hs),
+        403,
+        "Key not authorized: Unexpected signing method",
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn an_unknown_kid_refetches_the_set_at_most_once_per_few_seconds() {
+    let up = Upstream::start();
+    let idp = JwksServer::start(jwks(&["rsa-1"]));
+    let gw = start(jwt_api(&up, "rsa", &idp.url(), json!({})));
+    let one = rs256_kid("rsa-private.pem", "rsa-1", &claims("ann", "gold"));
+    assert_eq!(call(&gw, &one).status, 200);
+    assert_eq!(idp.fetches(), 1);
+    // The identity provider rotates in rsa-2.
+    idp.set(200, jwks(&["rsa-1", "rsa-2"]));
+    let two = rs256_kid("rsa2-private.pem", "rsa-2", &claims("bob", "gold"));
+    // Right after a fetch, an unknown kid does not fetch again: a stream of
+    // made-up kids must not become a stream of fetches.
+    for kid in ["rsa-2", "made-up-1", "made-up-2"] {
+        let t = rs256_kid("rsa2-private.pem", kid, &claims("bob", "gold"));
+        assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
+    }
+    assert_eq!(idp.fetches(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(5200));
+    assert_eq!(call(&gw, &two).status, 200, "{:?}", gw.logs());
+    assert_eq!(idp.fetches(), 2);
+    assert_eq!(call(&gw, &one).status, 200);
+    assert_eq!(idp.fetches(), 2);
+}
+
+#[test]
+fn the_jwks_cache_can_be_invalidated_through_the_gateway_api() {
+    let up = Upstream::start();
+    let idp = JwksServer::start(jwks(&["rsa-1"]));
+    let gw = start(jwt_api(&up, "rsa", &idp.url(), json!({})));
+    let t = rs256_kid("rsa-private.pem", "rsa-1", &claims("ann", "gold"));
+    assert_eq!(call(&gw, &t).status, 200);
+    let ok = json!({"status": "ok", "message": "cache invalidated"});
+    let r = gw.admin("DELETE", "/tyk/cache/jwks/jwt", None);
+    assert_eq!((r.status, r.json()), (200, ok.clone()));
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_eq!(idp.fetches(), 2);
+    let r = gw.admin("DELETE", "/tyk/cache/jwks", None);
+    assert_eq!((r.status, r.json()), (200, ok.clone()));
+    // An API that never fetched: still fine (idempotent, as Tyk).
+    let r = gw.admin("DELETE", "/tyk/cache/jwks/no-such-api", None);
+    assert_eq!((r.status, r.json()), (200, ok));
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_eq!(idp.fetches(), 3);
+    let r = gw.admin("GET", "/tyk/cache/jwks", None);
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn an_identity_provider_that_fails_refuses_tokens_and_says_why_in_the_log() {
+    let up = Upstream::start();
+    let idp = JwksServer::start(json!({"error": "down"}));
+    idp.set(500, json!({"error": "down"}));
+    let gw = start(jwt_api(&up, "rsa", &idp.url(), json!({})));
+    let t = rs256_kid("rsa-private.pem", "rsa-1", &claims("ann", "gold"));
+    assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
+    assert!(
+        gw.wait_for_log(
+            "could not be fetched: answered 500",
+            std::time::Duration::from_secs(5)
+        ),
+        "{:?}",
+        gw.logs()
+    );
+    assert!(gw.logs_contain(&idp.url()));
+    // A set with no usable key is as bad.
+    idp.set(
+        200,
+        json!({"keys": [{"kty": "RSA", "kid": "x", "n": "!", "e": "AQAB"}]}),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5200));
+    assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
+    assert!(gw.logs_contain("no usable key"), "{:?}", gw.logs());
+    // Back up: after the refetch gap, tokens pass.
+    idp.set(200, jwks(&["rsa-1"]));
+    std::thread::sleep(std::time::Duration::from_millis(5200));
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn an_https_jwks_source_is_refused_until_tls_upstreams_exist() {
     let up = Upstream::start();
     let gw = start(jwt_api(
         &up,
@@ -301,8 +480,119 @@ fn a_jwks_source_is_refused_until_it_is_supported() {
         "https://idp.invalid/jwks.json",
         json!({}),
     ));
-    let t = rs256("rsa-private.pem", &claims("ann", "gold"));
+    let t = rs256_kid("rsa-private.pem", "rsa-1", &claims("ann", "gold"));
     assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
-    assert!(gw.logs_contain("JWKS"), "{:?}", gw.logs());
+    assert!(gw.logs_contain("https JWKS URL"), "{:?}", gw.logs());
     assert_eq!(up.hits(), 0);
+}
+
+/// Policies `read` and `write` besides `gold` and `two`, and scopes
+/// mapping to them.
+fn scoped_gateway(up: &Upstream, extra: Value) -> Gateway {
+    let mut api = jwt_api(up, "hmac", &STANDARD.encode(SECRET), extra);
+    api["scopes"] = json!({"jwt": {"scope_to_policy": {"api:read": "read", "api:write": "write"}}});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    Gateway::builder()
+        .dir(dir)
+        .conf(json!({"policies": {"policy_path": "policies"}}))
+        .file("policies/gold.json", policy("gold", -1).to_string())
+        .file("policies/two.json", policy("two", 2).to_string())
+        .file("policies/read.json", policy("read", 5).to_string())
+        .file("policies/write.json", policy("write", 7).to_string())
+        .app("jwt", api)
+        .start()
+}
+
+fn session_policies(gw: &Gateway, identity: &str) -> Value {
+    let id = format!("default{:x}", md5::Md5::digest(identity.as_bytes()));
+    gw.admin("GET", &format!("/tyk/keys/{id}"), None).json()["apply_policies"].clone()
+}
+
+#[test]
+fn scopes_map_to_policies_added_to_the_base_policy() {
+    let up = Upstream::start();
+    let gw = scoped_gateway(&up, json!({}));
+    let t =
+        hs256(&json!({"sub": "ann", "pol": "gold", "scope": "api:read other", "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+    assert_eq!(session_policies(&gw, "ann"), json!(["gold", "read"]));
+    // A token with other scopes resets the list: scopes never accumulate.
+    let t =
+        hs256(&json!({"sub": "ann", "pol": "gold", "scope": ["api:write"], "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_eq!(session_policies(&gw, "ann"), json!(["gold", "write"]));
+}
+
+#[test]
+fn scopes_alone_can_grant_policies_and_replace_the_defaults() {
+    let up = Upstream::start();
+    let gw = scoped_gateway(
+        &up,
+        json!({"jwt_policy_field_name": "", "jwt_default_policies": ["two"]}),
+    );
+    let t = hs256(&json!({"sub": "bob", "scope": "api:write", "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+    assert_eq!(session_policies(&gw, "bob"), json!(["write"]));
+    // Without a scope the defaults apply.
+    let t = hs256(&json!({"sub": "cy", "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200);
+    assert_eq!(session_policies(&gw, "cy"), json!(["two"]));
+}
+
+#[test]
+fn scopes_that_map_to_nothing_are_refused() {
+    let up = Upstream::start();
+    let gw = scoped_gateway(&up, json!({"jwt_policy_field_name": ""}));
+    // Near misses: case, a prefix, the policy id itself as a scope.
+    for scope in ["API:READ", "api:rea", "read", "api:read,api:write"] {
+        let t = hs256(&json!({"sub": "dan", "scope": scope, "exp": now() + 600}));
+        assert_proxy_error(
+            &call(&gw, &t),
+            403,
+            "key not authorized: no matching policy found in scope claim",
+        );
+    }
+    // No scope and nothing else: no policy.
+    let t = hs256(&json!({"sub": "dan", "exp": now() + 600}));
+    assert_proxy_error(
+        &call(&gw, &t),
+        403,
+        "key not authorized: no matching policy found",
+    );
+    // Once the identity has a session, a token with neither scope nor
+    // policy cannot reuse it.
+    let t = hs256(&json!({"sub": "dan", "scope": "api:read", "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200);
+    let t = hs256(&json!({"sub": "dan", "exp": now() + 600}));
+    assert_proxy_error(
+        &call(&gw, &t),
+        403,
+        "key not authorized: no scope or policy in token",
+    );
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn the_scope_claim_name_and_the_legacy_fields_are_honoured() {
+    let up = Upstream::start();
+    let mut api = jwt_api(
+        &up,
+        "hmac",
+        &STANDARD.encode(SECRET),
+        json!({"jwt_policy_field_name": ""}),
+    );
+    api["jwt_scope_claim_name"] = json!("perms.list");
+    api["jwt_scope_to_policy_mapping"] = json!({"p": "gold"});
+    let gw = start(api);
+    let t =
+        hs256(&json!({"sub": "eve", "perms": {"list": ["p"]}, "scope": "q", "exp": now() + 600}));
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+    assert_eq!(session_policies(&gw, "eve"), json!(["gold"]));
+    let t = hs256(&json!({"sub": "eve", "scope": "p", "exp": now() + 600}));
+    assert_proxy_error(
+        &call(&gw, &t),
+        403,
+        "key not authorized: no scope or policy in token",
+    );
 }

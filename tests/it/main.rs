@@ -7,6 +7,7 @@ mod support;
 
 mod admin_apis;
 mod admin_keys;
+mod auth_chain;
 mod basic_auth;
 mod config;
 mod disk_full;
