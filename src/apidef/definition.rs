@@ -1,0 +1,150 @@
+//! `ApiDefinition` as read from `apps/*.json`: serde structs with Tyk's
+//! field names; unknown fields are ignored, missing ones are zero.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::path::RawPathRules;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub auth_header_name: String,
+    pub use_param: bool,
+    pub param_name: String,
+    pub use_cookie: bool,
+    pub cookie_name: String,
+    pub disable_header: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct VersionDefinition {
+    pub location: String,
+    pub key: String,
+    pub strip_path: bool,
+    pub strip_versioning_data: bool,
+    pub fallback_to_default: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct VersionInfo {
+    pub name: String,
+    pub expires: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct VersionData {
+    pub not_versioned: bool,
+    pub default_version: String,
+    pub versions: BTreeMap<String, VersionInfo>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ProxyConfig {
+    pub listen_path: String,
+    pub target_url: String,
+    pub strip_listen_path: bool,
+    pub preserve_host_header: bool,
+    pub disable_strip_slash: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GlobalRateLimit {
+    pub rate: f64,
+    pub per: f64,
+    pub disabled: bool,
+}
+
+/// `basic_auth`: how verified credentials are cached, and body extraction.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct BasicAuthMeta {
+    pub disable_caching: bool,
+    /// Seconds a verified bcrypt password is remembered; 0 = 60.
+    pub cache_ttl: i64,
+    pub extract_from_body: bool,
+    pub body_user_regexp: String,
+    pub body_password_regexp: String,
+}
+
+/// `scopes`: which claim holds a token's scopes, and the policy each
+/// scope grants.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Scopes {
+    pub jwt: ScopeClaim,
+    pub oidc: ScopeClaim,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ScopeClaim {
+    pub scope_claim_name: String,
+    pub scope_to_policy: BTreeMap<String, String>,
+}
+
+impl ScopeClaim {
+    pub fn is_empty(&self) -> bool {
+        self.scope_claim_name.is_empty() && self.scope_to_policy.is_empty()
+    }
+}
+
+/// Ours: `"gatehouse": {...}` in an API definition.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ApiExtensions {
+    /// Path switches for this API, over the gateway's (`gatehouse.paths`).
+    pub paths: RawPathRules,
+}
+
+/// The fields of a Tyk Classic API definition that Gatehouse acts on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ApiDefinition {
+    pub id: String,
+    pub name: String,
+    pub api_id: String,
+    pub org_id: String,
+    pub active: bool,
+    pub use_keyless: bool,
+    pub use_basic_auth: bool,
+    pub basic_auth: BasicAuthMeta,
+    pub enable_jwt: bool,
+    pub jwt_signing_method: String,
+    pub jwt_source: String,
+    pub jwt_identity_base_field: String,
+    pub jwt_policy_field_name: String,
+    pub jwt_client_base_field: String,
+    pub jwt_default_policies: Vec<String>,
+    pub jwt_skip_kid: bool,
+    pub jwt_expires_at_validation_skew: u64,
+    pub jwt_issued_at_validation_skew: u64,
+    pub jwt_not_before_validation_skew: u64,
+    pub jwt_scope_to_policy_mapping: BTreeMap<String, String>,
+    pub jwt_scope_claim_name: String,
+    pub scopes: Scopes,
+    pub base_identity_provided_by: String,
+    pub use_standard_auth: bool,
+    pub use_openid: bool,
+    pub use_oauth2: bool,
+    pub enable_signature_checking: bool,
+    pub enable_coprocess_auth: bool,
+    pub use_go_plugin_auth: bool,
+    pub auth: AuthConfig,
+    pub auth_configs: BTreeMap<String, AuthConfig>,
+    pub strip_auth_data: bool,
+    pub definition: VersionDefinition,
+    pub version_data: VersionData,
+    pub proxy: ProxyConfig,
+    pub disable_rate_limit: bool,
+    pub disable_quota: bool,
+    pub global_rate_limit: GlobalRateLimit,
+    pub expiration: String,
+    pub gatehouse: ApiExtensions,
+}

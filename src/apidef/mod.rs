@@ -1,0 +1,148 @@
+//! Tyk Classic API definitions (`apps/*.json`): `ApiDefinition` as read
+//! (`definition`) and `ApiSpec`, the compiled form the request path uses:
+//! parsed target and listen path (`routing`), version table (`versions`),
+//! auth chain and JWT settings (`auth`), stage list. Loading a folder and
+//! routing between APIs is `registry`'s job; running the stages is
+//! `pipeline`'s.
+
+mod auth;
+mod definition;
+mod routing;
+mod versions;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use versions::compile_versions;
+
+use crate::auth::basic::BodyCredentials;
+use crate::error::Error;
+use crate::pipeline::{self, Stage};
+
+pub use auth::{AuthChain, AuthMethod, AuthSource, JwtKeys, JwtSpec};
+pub use definition::*;
+pub use routing::{ListenPath, Target, canonical_listen_path, reserved_listen_path};
+pub use versions::{Expiry, VersionLocation, Versioning, non_versioned_default};
+
+/// A loaded API, ready for the request path.
+pub struct ApiSpec {
+    pub def: ApiDefinition,
+    /// The definition as loaded, for `GET /tyk/apis`.
+    pub raw: Value,
+    pub listen: ListenPath,
+    pub target: Target,
+    pub auth: AuthChain,
+    /// With `basic_auth.extract_from_body`: how credentials are read from
+    /// a body when the header has none.
+    pub basic_body: Option<BodyCredentials>,
+    /// With `enable_jwt`: how tokens are verified.
+    pub jwt: Option<JwtSpec>,
+    pub versioning: Versioning,
+    pub expiration: Expiry,
+    /// Stages run in order before the proxy, built once at load.
+    pub stages: Vec<Stage>,
+}
+
+impl ApiSpec {
+    /// The API's `api_id` (not the Mongo `id`).
+    #[allow(clippy::misnamed_getters)]
+    pub fn id(&self) -> &str {
+        &self.def.api_id
+    }
+
+    /// Parses and compiles one definition. `file` names it in errors.
+    pub fn from_json(file: &Path, text: &str) -> Result<ApiSpec, Error> {
+        let raw: Value = serde_json::from_str(text).map_err(|e| Error::config(file, "", e))?;
+        ApiSpec::from_value(file, raw)
+    }
+
+    pub fn from_value(file: &Path, raw: Value) -> Result<ApiSpec, Error> {
+        let def: ApiDefinition = serde_path_to_error::deserialize(&raw)
+            .map_err(|e| Error::config(file, &e.path().to_string(), e.inner()))?;
+        let id_ok = def.id.is_empty()
+            || (def.id.len() == 24 && def.id.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !id_ok {
+            return Err(Error::config(
+                file,
+                "id",
+                "must be empty or 24 hex characters",
+            ));
+        }
+        if def.api_id.is_empty() {
+            return Err(Error::config(file, "api_id", "is empty"));
+        }
+        let lp = &def.proxy.listen_path;
+        if lp.is_empty() || lp.contains(' ') {
+            return Err(Error::config(
+                file,
+                "proxy.listen_path",
+                "must be non-empty and contain no spaces",
+            ));
+        }
+        let listen = canonical_listen_path(lp).map_err(|r| {
+            let why = format!("{lp:?} cannot be made canonical: {}", r.message());
+            Error::config(file, "proxy.listen_path", why)
+        })?;
+        if listen != *lp && format!("/{lp}") != listen {
+            log::warn!(
+                "{}: proxy.listen_path {lp:?} is served as {listen:?}, its canonical form",
+                file.display()
+            );
+        }
+        let basic_body = match &def.basic_auth {
+            b if def.use_basic_auth && b.extract_from_body => Some(
+                BodyCredentials::compile(&b.body_user_regexp, &b.body_password_regexp)
+                    .map_err(|(field, why)| Error::config(file, field, why))?,
+            ),
+            _ => None,
+        };
+        let target = Target::parse(&def.proxy.target_url)
+            .map_err(|m| Error::config(file, "proxy.target_url", m))?;
+        let versioning = compile_versions(&def);
+        let auth = AuthChain::compile(file, &def);
+        let stages = pipeline::stages_for(&def, &auth);
+        Ok(ApiSpec {
+            listen: ListenPath::new(&listen),
+            auth,
+            jwt: def.enable_jwt.then(|| JwtSpec::compile(file, &def)),
+            basic_body,
+            expiration: Expiry::parse(&def.expiration),
+            target,
+            versioning,
+            stages,
+            def,
+            raw,
+        })
+    }
+}
+
+/// An `api_id` must be usable as a file name inside `app_path`.
+pub fn check_api_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a valid API id (allowed: a-z, A-Z, 0-9, ., _, -, ~)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_ids_that_escape_app_path_are_refused() {
+        for bad in ["../x", "a/b", "", "..", "a\\b"] {
+            assert!(check_api_id(bad).is_err(), "{bad}");
+        }
+        assert!(check_api_id("my-api_1.v2").is_ok());
+    }
+}

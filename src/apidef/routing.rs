@@ -1,0 +1,229 @@
+//! Where an API is reached and where it forwards to: its listen path
+//! (canonical, with `{name}` segments) and its parsed `target_url`.
+
+use crate::http::path;
+
+/// An upstream, parsed from `target_url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The same as a socket address, when the host is an IP literal (no
+    /// name lookup needed).
+    pub socket: Option<std::net::SocketAddr>,
+    /// The Host header value, as written in the URL.
+    pub authority: String,
+    pub path: String,
+    pub query: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+                return Err("https upstreams are not supported yet".into());
+            }
+            _ => return Err(format!("not an http:// URL: {url:?}")),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("no usable host in {url:?}"));
+        }
+        let after = rest[end..].split('#').next().unwrap_or_default();
+        let (path, query) = after.split_once('?').unwrap_or((after, ""));
+        let has_port = match authority.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => authority.contains(':'),
+        };
+        let address = if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Target {
+            socket: address.parse().ok(),
+            address,
+            authority: authority.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+        })
+    }
+}
+
+/// A listen path: a plain prefix, or segments where `{name}` matches any one.
+#[derive(Clone, Debug)]
+pub struct ListenPath {
+    pub text: String,
+    segments: Option<Vec<String>>,
+}
+
+impl ListenPath {
+    /// A listen path in its canonical form (`canonical_listen_path`); one
+    /// that cannot be made canonical is kept as written, and never matches.
+    pub fn new(text: &str) -> ListenPath {
+        let text = canonical_listen_path(text).unwrap_or_else(|_| text.to_string());
+        let segments = text
+            .contains('{')
+            .then(|| text.split('/').map(str::to_string).collect());
+        ListenPath { text, segments }
+    }
+
+    /// Length for ordering: `{x}` segments do not count.
+    pub fn sort_len(&self) -> usize {
+        match &self.segments {
+            None => self.text.len(),
+            Some(segs) => segs
+                .iter()
+                .filter(|s| !s.starts_with('{'))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("/")
+                .len(),
+        }
+    }
+
+    /// Bytes of `path` this listen path covers: a prefix match, or `path`
+    /// is the listen path without its trailing `/` (PATHS.md §3 step 4).
+    pub fn covers(&self, path: &str) -> Option<usize> {
+        self.matches(path)
+            .or_else(|| self.is_bare(path).then_some(path.len()))
+    }
+
+    /// `path` is this listen path without its trailing `/`.
+    pub fn is_bare(&self, path: &str) -> bool {
+        if !self.text.ends_with('/') || path.ends_with('/') {
+            return false;
+        }
+        match &self.segments {
+            None => self.text.len() == path.len() + 1 && self.text.starts_with(path),
+            Some(_) => self.matches(&format!("{path}/")) == Some(path.len() + 1),
+        }
+    }
+
+    /// Bytes of `path` this listen path covers, when it is a prefix.
+    pub fn matches(&self, path: &str) -> Option<usize> {
+        let Some(segs) = &self.segments else {
+            return path.starts_with(&self.text).then_some(self.text.len());
+        };
+        let mut used = 0;
+        let mut parts = path.split('/');
+        for (i, seg) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            let part = parts.next()?;
+            let ok = if seg.starts_with('{') {
+                !part.is_empty()
+            } else if last {
+                part.starts_with(seg.as_str())
+            } else {
+                part == seg
+            };
+            if !ok {
+                return None;
+            }
+            used += if last && !seg.starts_with('{') {
+                seg.len()
+            } else {
+                part.len()
+            };
+            if !last {
+                used += 1;
+            }
+        }
+        Some(used.min(path.len()))
+    }
+}
+
+/// A listen path as the request paths it must match are made canonical
+/// (`http::path`), with a leading `/` added; Err names the reason.
+pub fn canonical_listen_path(p: &str) -> Result<String, path::Reject> {
+    let with_slash;
+    let p = if p.starts_with('/') {
+        p
+    } else {
+        with_slash = format!("/{p}");
+        &with_slash
+    };
+    path::canonicalize(p).map(|c| c.key.into_owned())
+}
+
+/// Why a listen path may not be served: it would shadow the admin API or
+/// the health check, which the router answers first.
+pub fn reserved_listen_path(listen: &str, health_check_path: &str) -> Option<String> {
+    let bare = listen.trim_end_matches('/');
+    let reserved = bare == "/tyk" || listen.starts_with("/tyk/") || bare == health_check_path;
+    reserved.then(|| {
+        format!("listen path {listen} is reserved for the Gateway API (/tyk/) and the health check ({health_check_path})")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls_parse() {
+        let t = Target::parse("http://httpbin.org").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.authority.as_str(), t.path.as_str()),
+            ("httpbin.org:80", "httpbin.org", "")
+        );
+        let t = Target::parse("http://127.0.0.1:8091/base/?a=1").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.path.as_str(), t.query.as_str()),
+            ("127.0.0.1:8091", "/base/", "a=1")
+        );
+        let t = Target::parse("http://[::1]:81/x").unwrap();
+        assert_eq!(t.address, "[::1]:81");
+        assert_eq!(Target::parse("http://[::1]/").unwrap().address, "[::1]:80");
+        assert!(Target::parse("https://x").is_err());
+        assert!(Target::parse("x.org").is_err());
+    }
+
+    #[test]
+    fn listen_paths_are_made_canonical() {
+        let c = |p| canonical_listen_path(p).unwrap();
+        assert_eq!(c("quickstart/"), "/quickstart/");
+        assert_eq!(c("/a/./b/../c"), "/a/c");
+        assert_eq!(c("/a//%62/"), "/a/b/");
+        assert_eq!(c("/"), "/");
+        assert_eq!(c("/users/{id}/orders"), "/users/{id}/orders");
+        assert!(canonical_listen_path("/a%00").is_err());
+    }
+
+    #[test]
+    fn admin_and_health_paths_are_reserved() {
+        for p in ["/tyk", "/tyk/", "/tyk/keys/", "/hello", "/hello/"] {
+            assert!(reserved_listen_path(p, "/hello").is_some(), "{p}");
+        }
+        for p in ["/", "/tykx/", "/hello/x/", "/api/tyk/"] {
+            assert!(reserved_listen_path(p, "/hello").is_none(), "{p}");
+        }
+    }
+
+    #[test]
+    fn plain_listen_path_is_a_string_prefix() {
+        let lp = ListenPath::new("/app");
+        assert_eq!(lp.matches("/apple"), Some(4));
+        assert_eq!(ListenPath::new("/quickstart/").matches("/quickstart"), None);
+        assert_eq!(
+            ListenPath::new("/quickstart/").covers("/quickstart"),
+            Some(11)
+        );
+        assert_eq!(ListenPath::new("/quickstart/").covers("/quickstar"), None);
+        assert!(ListenPath::new("/u/{id}/").is_bare("/u/7"));
+        assert!(!ListenPath::new("/u/{id}/").is_bare("/u"));
+    }
+
+    #[test]
+    fn templated_listen_path_matches_any_segment() {
+        let lp = ListenPath::new("/users/{id}/orders");
+        assert_eq!(
+            lp.matches("/users/42/orders/7"),
+            Some("/users/42/orders".len())
+        );
+        assert_eq!(lp.matches("/users//orders"), None);
+        assert_eq!(lp.sort_len(), ListenPath::new("/users/orders").sort_len());
+    }
+}
