@@ -12,6 +12,7 @@ use std::time::Duration;
 use log::warn;
 use serde::Deserialize;
 
+use crate::apidef::PathMatching;
 use crate::auth::policy::PolicySource;
 use crate::error::Error;
 use crate::http::Limits;
@@ -34,6 +35,7 @@ pub struct RawConfig {
     pub use_db_app_configs: bool,
     pub hash_keys: bool,
     pub hash_key_function: String,
+    pub ignore_endpoint_case: bool,
     pub enable_hashed_keys_listing: bool,
     pub disable_key_actions_by_username: bool,
     pub hash_key_function_fallback: Vec<String>,
@@ -64,6 +66,8 @@ pub struct RawHttpServerOptions {
     pub read_timeout: i64,
     pub write_timeout: i64,
     pub enable_strict_routes: bool,
+    pub enable_path_prefix_matching: bool,
+    pub enable_path_suffix_matching: bool,
     pub max_request_body_size: i64,
     /// Tyk's switch for forwarding raw paths: `gatehouse.paths.path_cleaning: off`.
     pub skip_url_cleaning: bool,
@@ -186,6 +190,8 @@ pub struct Config {
     pub proxy_timeout: Duration,
     pub connect_timeout: Duration,
     pub enable_strict_routes: bool,
+    /// How endpoint patterns are anchored and cased.
+    pub path_matching: PathMatching,
     /// The gateway's path switches; an API may override them.
     pub paths: PathRules,
     /// Request bodies up to this size are read whole before going upstream.
@@ -440,6 +446,11 @@ impl RawConfig {
                 5,
             )?,
             enable_strict_routes: opts.enable_strict_routes,
+            path_matching: PathMatching {
+                prefix: opts.enable_path_prefix_matching,
+                suffix: opts.enable_path_suffix_matching,
+                ignore_case: self.ignore_endpoint_case,
+            },
             paths: self.path_rules(),
             max_buffered_body: bounded(
                 file,

@@ -452,7 +452,7 @@ mod tests {
 
     fn api(listen: &str, target: &str, strip: bool) -> ApiSpec {
         let raw = json!({"api_id": "a1", "proxy": {"listen_path": listen, "target_url": target, "strip_listen_path": strip}});
-        ApiSpec::from_value(Path::new("t.json"), raw).unwrap()
+        ApiSpec::from_value(Path::new("t.json"), raw, Default::default()).unwrap()
     }
 
     fn target(a: &ApiSpec, key: &str, query: &str, version: Option<&str>) -> String {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use log::{error, info, warn};
 
-use crate::apidef::{ApiSpec, ListenPath, reserved_listen_path};
+use crate::apidef::{ApiSpec, ListenPath, PathMatching, reserved_listen_path};
 use crate::config::{Config, json_files};
 
 /// One route: a prefix and the API it leads to.
@@ -92,7 +92,7 @@ impl Registry {
     /// the file) those that fail to parse or validate, or whose listen path
     /// is reserved.
     pub fn load(config: &Config) -> Registry {
-        let specs = read_dir(&config.app_path)
+        let specs = read_dir(&config.app_path, config.path_matching)
             .into_iter()
             .filter(|(file, spec)| {
                 let reserved = reserved_listen_path(&spec.listen.text, &config.health_check_path);
@@ -165,7 +165,7 @@ fn is_strict_candidate(listen_path: &str) -> bool {
 }
 
 /// Compiles every definition file in `dir`, sorted by file name.
-fn read_dir(dir: &Path) -> Vec<(std::path::PathBuf, ApiSpec)> {
+fn read_dir(dir: &Path, m: PathMatching) -> Vec<(std::path::PathBuf, ApiSpec)> {
     let files = json_files(dir, "app_path");
     if files.is_empty() {
         warn!("apis: no API definitions in {}", dir.display());
@@ -174,7 +174,7 @@ fn read_dir(dir: &Path) -> Vec<(std::path::PathBuf, ApiSpec)> {
     for file in files {
         let loaded = std::fs::read_to_string(&file)
             .map_err(|e| crate::error::Error::config(&file, "", e))
-            .and_then(|text| ApiSpec::from_json(&file, &text));
+            .and_then(|text| ApiSpec::from_json(&file, &text, m));
         match loaded {
             Ok(spec) => specs.push((file, spec)),
             Err(e) => error!("apis: skipping {e}"),
@@ -190,7 +190,7 @@ mod tests {
 
     fn spec(id: &str, listen: &str) -> ApiSpec {
         let raw = json!({"api_id": id, "proxy": {"listen_path": listen, "target_url": "http://127.0.0.1:1"}});
-        ApiSpec::from_value(Path::new("t.json"), raw).unwrap()
+        ApiSpec::from_value(Path::new("t.json"), raw, Default::default()).unwrap()
     }
 
     fn routed(reg: &Registry, path: &str) -> Option<String> {

@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
     // Apps are read with read_to_string; lossy decoding keeps byte-level
     // mutations useful.
     let text = String::from_utf8_lossy(data);
-    let Ok(spec) = ApiSpec::from_json(Path::new("/etc/gatehouse/apps/fuzz.json"), &text) else {
+    let Ok(spec) = ApiSpec::from_json(
+        Path::new("/etc/gatehouse/apps/fuzz.json"),
+        &text,
+        Default::default(),
+    ) else {
         return;
     };
     let _ = spec.listen.sort_len();

@@ -54,7 +54,12 @@ fn read_definition(call: &mut Call<'_>) -> Result<Value, Response> {
             &format!("Validation of API Definition failed. Reason: {reason}."),
         )
     };
-    let spec = ApiSpec::from_value(Path::new("request"), def.clone()).map_err(|e| match e {
+    let spec = ApiSpec::from_value(
+        Path::new("request"),
+        def.clone(),
+        call.gw.config.path_matching,
+    )
+    .map_err(|e| match e {
         crate::error::Error::Config { field, message, .. } if !field.is_empty() => {
             invalid(format!("{field}: {message}"))
         }

@@ -33,6 +33,127 @@ pub struct VersionDefinition {
 pub struct VersionInfo {
     pub name: String,
     pub expires: String,
+    pub use_extended_paths: bool,
+    /// Legacy lists of path patterns, used when `use_extended_paths` is off.
+    pub paths: LegacyPaths,
+    pub extended_paths: ExtendedPaths,
+    pub ignore_endpoint_case: bool,
+    pub global_headers: BTreeMap<String, String>,
+    pub global_headers_remove: Vec<String>,
+    pub global_headers_disabled: bool,
+    pub global_response_headers: BTreeMap<String, String>,
+    pub global_response_headers_remove: Vec<String>,
+    pub global_response_headers_disabled: bool,
+    pub global_size_limit: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LegacyPaths {
+    pub ignored: Vec<String>,
+    pub white_list: Vec<String>,
+    pub black_list: Vec<String>,
+}
+
+/// `extended_paths`: per-endpoint rules, each naming a path pattern and a
+/// method.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ExtendedPaths {
+    pub ignored: Vec<EndpointMeta>,
+    pub white_list: Vec<EndpointMeta>,
+    pub black_list: Vec<EndpointMeta>,
+    pub mock_response: Vec<MockResponseMeta>,
+    pub transform_headers: Vec<HeaderTransformMeta>,
+    pub transform_response_headers: Vec<HeaderTransformMeta>,
+    pub url_rewrites: Vec<UrlRewriteMeta>,
+    pub hard_timeouts: Vec<HardTimeoutMeta>,
+    pub size_limits: Vec<SizeLimitMeta>,
+    pub method_transforms: Vec<MethodTransformMeta>,
+}
+
+/// An `ignored`, `white_list` or `black_list` entry.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct EndpointMeta {
+    pub path: String,
+    pub method: String,
+    pub ignore_case: bool,
+    pub disabled: bool,
+    /// Deprecated, but what older definitions use: when present (even
+    /// empty) it replaces `method`.
+    pub method_actions: Option<BTreeMap<String, MethodAction>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MethodAction {
+    /// `no_action` or `reply`.
+    pub action: String,
+    pub code: i64,
+    pub data: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MockResponseMeta {
+    pub path: String,
+    pub method: String,
+    pub ignore_case: bool,
+    pub disabled: bool,
+    pub code: i64,
+    pub body: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct HeaderTransformMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    pub delete_headers: Vec<String>,
+    pub add_headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct UrlRewriteMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    pub match_pattern: String,
+    pub rewrite_to: String,
+    pub triggers: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct HardTimeoutMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    /// Seconds.
+    pub timeout: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SizeLimitMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    pub size_limit: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MethodTransformMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    pub to_method: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -147,4 +268,18 @@ pub struct ApiDefinition {
     pub global_rate_limit: GlobalRateLimit,
     pub expiration: String,
     pub gatehouse: ApiExtensions,
+}
+
+/// Removes every null object member, recursively: with `#[serde(default)]`
+/// a removed member reads as its zero value, which is what Go makes of a
+/// null.
+pub fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
 }

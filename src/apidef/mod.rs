@@ -7,9 +7,11 @@
 
 mod auth;
 mod definition;
+mod endpoints;
 mod routing;
 mod versions;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
@@ -18,10 +20,11 @@ use versions::compile_versions;
 
 use crate::auth::basic::BodyCredentials;
 use crate::error::Error;
-use crate::pipeline::{self, Stage};
+use crate::pipeline::{self, Step};
 
 pub use auth::{AuthChain, AuthMethod, AuthSource, JwtKeys, JwtSpec};
 pub use definition::*;
+pub use endpoints::{Access, Candidates, PathMatching, PathPattern, Reply, Verdict, valid_field};
 pub use routing::{ListenPath, Target, canonical_listen_path, reserved_listen_path};
 pub use versions::{Expiry, VersionLocation, Versioning, non_versioned_default};
 
@@ -40,8 +43,32 @@ pub struct ApiSpec {
     pub jwt: Option<JwtSpec>,
     pub versioning: Versioning,
     pub expiration: Expiry,
+    /// Per-endpoint rules by version name; only versions that have some.
+    pub endpoints: HashMap<String, Endpoints>,
     /// Stages run in order before the proxy, built once at load.
-    pub stages: Vec<Stage>,
+    pub stages: Vec<Step>,
+}
+
+/// The compiled endpoint rules of one version.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    pub access: Access,
+}
+
+impl Endpoints {
+    fn compile(
+        name: &str,
+        v: &VersionInfo,
+        m: PathMatching,
+    ) -> Result<Endpoints, (String, String)> {
+        Ok(Endpoints {
+            access: Access::compile(name, v, m)?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.access.is_empty()
+    }
 }
 
 impl ApiSpec {
@@ -52,13 +79,17 @@ impl ApiSpec {
     }
 
     /// Parses and compiles one definition. `file` names it in errors.
-    pub fn from_json(file: &Path, text: &str) -> Result<ApiSpec, Error> {
+    pub fn from_json(file: &Path, text: &str, m: PathMatching) -> Result<ApiSpec, Error> {
         let raw: Value = serde_json::from_str(text).map_err(|e| Error::config(file, "", e))?;
-        ApiSpec::from_value(file, raw)
+        ApiSpec::from_value(file, raw, m)
     }
 
-    pub fn from_value(file: &Path, raw: Value) -> Result<ApiSpec, Error> {
-        let def: ApiDefinition = serde_path_to_error::deserialize(&raw)
+    /// `m`: how the gateway anchors endpoint patterns.
+    pub fn from_value(file: &Path, raw: Value, m: PathMatching) -> Result<ApiSpec, Error> {
+        // A null is Go's zero value (Tyk's own exports are full of them).
+        let mut plain = raw.clone();
+        definition::strip_nulls(&mut plain);
+        let def: ApiDefinition = serde_path_to_error::deserialize(&plain)
             .map_err(|e| Error::config(file, &e.path().to_string(), e.inner()))?;
         let id_ok = def.id.is_empty()
             || (def.id.len() == 24 && def.id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -100,13 +131,22 @@ impl ApiSpec {
         let target = Target::parse(&def.proxy.target_url)
             .map_err(|m| Error::config(file, "proxy.target_url", m))?;
         let versioning = compile_versions(&def);
+        let mut endpoints = HashMap::new();
+        for (name, v) in &def.version_data.versions {
+            let e = Endpoints::compile(name, v, m)
+                .map_err(|(field, why)| Error::config(file, &field, why))?;
+            if !e.is_empty() {
+                endpoints.insert(name.clone(), e);
+            }
+        }
         let auth = AuthChain::compile(file, &def);
-        let stages = pipeline::stages_for(&def, &auth);
+        let stages = pipeline::stages_for(&def, &auth, &endpoints);
         Ok(ApiSpec {
             listen: ListenPath::new(&listen),
             auth,
             jwt: def.enable_jwt.then(|| JwtSpec::compile(file, &def)),
             basic_body,
+            endpoints,
             expiration: Expiry::parse(&def.expiration),
             target,
             versioning,

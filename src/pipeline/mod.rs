@@ -6,14 +6,16 @@
 
 mod access;
 mod auth;
+mod endpoints;
 mod jwt;
 mod limit;
 mod version;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use crate::apidef::{ApiDefinition, ApiSpec, AuthChain, AuthMethod};
+use crate::apidef::{ApiDefinition, ApiSpec, AuthChain, AuthMethod, Endpoints};
 use crate::error::proxy_error;
 use crate::gateway::Gateway;
 use crate::http::{Headers, Request, Response};
@@ -31,6 +33,15 @@ pub enum Flow {
 
 /// One step of the pipeline.
 pub type Stage = fn(&mut Exchange<'_>) -> Flow;
+
+/// A stage in an API's list.
+#[derive(Clone, Copy)]
+pub struct Step {
+    pub run: Stage,
+    /// Part of finding and checking the key (auth, expiry, rights, rate
+    /// and quota): skipped for an `ignored` endpoint.
+    pub keyed: bool,
+}
 
 /// A request on its way through an API's pipeline, and what the stages
 /// learned about it.
@@ -52,6 +63,8 @@ pub struct Exchange<'a> {
     pub version: Option<String>,
     /// A `/<version>` segment to drop before forwarding (`url` location).
     pub strip_version: Option<String>,
+    /// An `ignored` endpoint: the keyed stages are skipped.
+    pub ignored: bool,
     /// Headers to add to a successfully proxied response.
     pub response_headers: Headers,
     /// Run on the event loop: a stage that would block defers instead.
@@ -99,27 +112,40 @@ impl Exchange<'_> {
     }
 }
 
-/// The stages an API runs, in Tyk's order.
-pub fn stages_for(def: &ApiDefinition, auth: &AuthChain) -> Vec<Stage> {
-    let mut stages: Vec<Stage> = vec![version::check];
+/// The stages an API runs, in Tyk's order; an API pays only for what its
+/// definition uses.
+pub fn stages_for(
+    def: &ApiDefinition,
+    auth: &AuthChain,
+    endpoints: &HashMap<String, Endpoints>,
+) -> Vec<Step> {
+    let plain = |run: Stage| Step { run, keyed: false };
+    let keyed = |run: Stage| Step { run, keyed: true };
+    let mut stages = vec![plain(version::check)];
+    if endpoints.values().any(|e| !e.access.is_empty()) {
+        stages.push(plain(endpoints::access));
+    }
     if def.use_keyless {
-        stages.push(limit::keyless_headers);
+        stages.push(plain(limit::keyless_headers));
     } else {
-        stages.extend(auth.methods.iter().map(|(method, _)| -> Stage {
-            match method {
+        stages.extend(auth.methods.iter().map(|(method, _)| {
+            keyed(match method {
                 AuthMethod::Basic => auth::basic,
                 AuthMethod::Jwt => jwt::jwt,
                 AuthMethod::Token => auth::token,
-            }
+            })
         }));
-        stages.extend([
-            auth::policies,
-            access::key_expired,
-            access::rights,
-            limit::rate_and_quota,
-        ]);
+        stages.extend(
+            [
+                auth::policies,
+                access::key_expired,
+                access::rights,
+                limit::rate_and_quota,
+            ]
+            .map(keyed),
+        );
     }
-    stages.push(limit::api_rate);
+    stages.push(plain(limit::api_rate));
     stages
 }
 
@@ -166,12 +192,16 @@ fn prepare_with(
         stored_id: String::new(),
         version: None,
         strip_version: None,
+        ignored: false,
         response_headers: Headers::new(),
         nonblocking,
         body,
     };
-    for stage in &api.stages {
-        match stage(&mut x) {
+    for step in &api.stages {
+        if step.keyed && x.ignored {
+            continue;
+        }
+        match (step.run)(&mut x) {
             Flow::Continue => {}
             Flow::Respond(res) => return Prepared::Respond(res),
             Flow::Defer => return Prepared::Defer(x.req),

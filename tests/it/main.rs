@@ -13,6 +13,7 @@ mod config;
 mod disk_full;
 mod durability;
 mod edge;
+mod endpoints;
 mod errors;
 mod health;
 mod jwt;
