@@ -421,7 +421,12 @@ pub fn set_policies(call: &mut Call<'_>, id: &str) -> Response {
         Ok(b) => b,
         Err(res) => return res,
     };
-    let Ok(update) = serde_json::from_slice::<PolicyUpdate>(&body) else {
+    // A null field is an empty one, as Go decodes it.
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).and_then(|mut v| {
+        crate::apidef::strip_nulls(&mut v);
+        serde_json::from_value::<PolicyUpdate>(v)
+    });
+    let Ok(update) = parsed else {
         return admin_error(400, "Couldn't decode instruction");
     };
     let found = match keys::find_stored(&call.gw.sessions, id) {

@@ -505,6 +505,26 @@ fn key_policy_update_with_policy_field_appends_it() {
 }
 
 #[test]
+fn key_policy_update_reads_nulls_as_empty_fields() {
+    let (gw, _up) = start(&[policy("pa", &["a"]), policy("pb", &["b"])]);
+    let key = gw.create_key(key_with(&["pa"], &["a"]));
+    let r = gw.admin(
+        "POST",
+        &format!("/tyk/keys/policy/{key}"),
+        Some(json!({"apply_policies": ["pb"], "policy": null})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get_key(&gw, &key)["apply_policies"], json!(["pb"]));
+    let r = gw.admin(
+        "POST",
+        &format!("/tyk/keys/policy/{key}"),
+        Some(json!({"apply_policies": null, "policy": "pa"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get_key(&gw, &key)["apply_policies"], json!(["pa"]));
+}
+
+#[test]
 fn key_policy_update_of_unknown_key_is_404() {
     let (gw, _up) = start(&[policy("pa", &["a"])]);
     let r = gw.admin(
