@@ -224,11 +224,14 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
     } else {
         format!("{}, {peer_ip}", prior.join(", "))
     };
-    h.set("X-Forwarded-For", xff);
+    if !x.edits.no_forwarded_for {
+        h.set("X-Forwarded-For", xff);
+    }
     // We answer `Expect: 100-continue` ourselves and send the body at once.
     h.remove("expect");
     if !x.api.def.proxy.preserve_host_header || !h.contains("host") {
-        h.set("Host", x.api.target.authority.as_str());
+        let target = x.edits.target.as_ref().unwrap_or(&x.api.target);
+        h.set("Host", target.authority.as_str());
     }
     if !h.contains("user-agent") {
         // Tyk's product token, as upstreams behind Tyk expect (CONTRACT §3.3).
@@ -259,6 +262,10 @@ pub struct Forward {
     what: String,
     /// The part of the body a stage already read; sent before the rest.
     pub body_prefix: Option<Vec<u8>>,
+    /// Response header changes from the transforms: delete (None) or set.
+    response_edits: Vec<(String, Option<String>)>,
+    /// `hard_timeouts`: the upstream's time to answer, for this request.
+    timeout: Option<std::time::Duration>,
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
@@ -272,7 +279,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         Some(p) => p.as_str(),
         None => listen_stripped(x.api, x.path()),
     };
-    let mut query = std::borrow::Cow::Borrowed(x.req.query.as_str());
+    let mut query = std::borrow::Cow::Borrowed(x.edits.query.as_deref().unwrap_or(&x.req.query));
     if x.api.def.strip_auth_data {
         for (_, source) in &x.api.auth.methods {
             if let Some(param) = source.param.as_deref() {
@@ -280,7 +287,18 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
             }
         }
     }
-    let target = upstream_target(x.api, path, &query, x.strip_version.as_deref());
+    // A rewrite to an absolute URL names the whole request target.
+    let upstream = x.edits.target.as_ref().unwrap_or(&x.api.target);
+    let target = match &x.edits.target {
+        Some(t) => {
+            let path = if t.path.is_empty() { "/" } else { &t.path };
+            match t.query.as_str() {
+                "" => path.to_string(),
+                q => format!("{path}?{q}"),
+            }
+        }
+        None => upstream_target(x.api, path, &query, x.strip_version.as_deref()),
+    };
     let headers = upstream_headers(x);
     let mut head = Vec::with_capacity(512);
     encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
@@ -291,8 +309,8 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
     );
     Ok(Forward {
         upstream: x.gw.upstream.clone(),
-        address: x.api.target.address.clone(),
-        socket: x.api.target.socket,
+        address: upstream.address.clone(),
+        socket: upstream.socket,
         head,
         framing: x.req.framing,
         replayable: idempotent && x.req.framing == Framing::None,
@@ -304,10 +322,19 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         max_buffered: cfg.max_buffered_body,
         what: format!("api {} {} {}", x.api.id(), x.req.method, x.req.path),
         body_prefix: None,
+        response_edits: x.edits.response.clone(),
+        timeout: x.edits.timeout,
     })
 }
 
 impl Forward {
+    /// (connect timeout, response timeout) for this request: the
+    /// gateway's, or the endpoint's `hard_timeouts`.
+    pub fn timeouts(&self) -> (std::time::Duration, std::time::Duration) {
+        let (connect, respond) = self.upstream.timeouts();
+        (connect, self.timeout.unwrap_or(respond))
+    }
+
     /// Sends the request (blocking) and builds the client's response.
     ///
     /// A chunked body, or one whose length is within `max_buffered`, is read
@@ -352,6 +379,7 @@ impl Forward {
             body,
             replayable: self.replayable,
             head_request: self.head_request,
+            timeout: self.timeout,
         };
         match self.upstream.send(out) {
             Ok((head, body)) => {
@@ -373,6 +401,12 @@ impl Forward {
         let mut res = Response::new(head.status);
         res.headers = head.headers;
         strip_hop_by_hop::<&str>(&mut res.headers, &[]);
+        for (name, value) in &self.response_edits {
+            match value {
+                None => res.headers.remove(name),
+                Some(v) => res.headers.set(name, v.as_str()),
+            }
+        }
         for (name, value) in self.extra.iter() {
             res.headers.set(name, value);
         }

@@ -70,6 +70,8 @@ pub struct Outgoing<'a> {
     pub replayable: bool,
     /// A HEAD request: the response has no body.
     pub head_request: bool,
+    /// The time the upstream has to answer, when not the gateway's.
+    pub timeout: Option<Duration>,
 }
 
 impl Upstream {
@@ -166,7 +168,7 @@ impl Upstream {
         out: &mut Outgoing<'_>,
     ) -> Result<(ResponseHead, UpstreamBody), (UpstreamError, bool)> {
         send_request(&mut wire.stream, out.head, out.framing, out.body)?;
-        let head = self.read_head(&mut wire, out.head_request)?;
+        let head = self.read_head(&mut wire, out.head_request, out.timeout)?;
         let body = UpstreamBody::new(wire, &head, out.address, self.clone());
         Ok((head, body))
     }
@@ -175,11 +177,17 @@ impl Upstream {
         &self,
         wire: &mut Wire<TcpStream>,
         head_request: bool,
+        timeout: Option<Duration>,
     ) -> Result<ResponseHead, (UpstreamError, bool)> {
-        // `proxy_default_timeout` bounds the whole head, not each read: a
-        // head dripped byte by byte still times out on time.
-        let deadline = Instant::now() + self.response_timeout;
+        // `proxy_default_timeout` (or the endpoint's hard timeout) bounds
+        // the whole head, not each read: a head dripped byte by byte still
+        // times out on time.
+        let deadline = Instant::now() + timeout.unwrap_or(self.response_timeout);
         let mut shortened = false;
+        if timeout.is_some() {
+            wire.stream.set_read_timeout(timeout).ok();
+            shortened = true;
+        }
         let head = self.read_head_until(wire, head_request, deadline, &mut shortened);
         if shortened {
             wire.stream
@@ -258,6 +266,7 @@ impl Upstream {
             body: &mut io::empty(),
             replayable: true,
             head_request: false,
+            timeout: None,
         };
         let (res, mut body) = self.send(out).map_err(|e| e.to_string())?;
         if res.status != 200 {

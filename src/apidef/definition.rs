@@ -260,6 +260,7 @@ pub struct ApiDefinition {
     pub auth: AuthConfig,
     pub auth_configs: BTreeMap<String, AuthConfig>,
     pub strip_auth_data: bool,
+    pub enable_context_vars: bool,
     pub definition: VersionDefinition,
     pub version_data: VersionData,
     pub proxy: ProxyConfig,

@@ -9,6 +9,7 @@ mod auth;
 mod definition;
 mod endpoints;
 mod routing;
+mod transforms;
 mod versions;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub use auth::{AuthChain, AuthMethod, AuthSource, JwtKeys, JwtSpec};
 pub use definition::*;
 pub use endpoints::{Access, Candidates, PathMatching, PathPattern, Reply, Verdict, valid_field};
 pub use routing::{ListenPath, Target, canonical_listen_path, reserved_listen_path};
+pub use transforms::{HeaderOps, Part, Rewrite, Template, Transforms};
 pub use versions::{Expiry, VersionLocation, Versioning, non_versioned_default};
 
 /// A loaded API, ready for the request path.
@@ -53,6 +55,7 @@ pub struct ApiSpec {
 #[derive(Debug, Default)]
 pub struct Endpoints {
     pub access: Access,
+    pub transforms: Transforms,
 }
 
 impl Endpoints {
@@ -63,11 +66,14 @@ impl Endpoints {
     ) -> Result<Endpoints, (String, String)> {
         Ok(Endpoints {
             access: Access::compile(name, v, m)?,
+            transforms: Transforms::compile(name, v, m)?,
         })
     }
 
     fn is_empty(&self) -> bool {
         self.access.is_empty()
+            && !self.transforms.changes_requests()
+            && !self.transforms.limits_size()
     }
 }
 

@@ -183,7 +183,7 @@ fn strip_bearer(v: &str) -> &str {
     }
 }
 
-fn cookie(req: &Request, name: &str) -> Option<String> {
+pub(super) fn cookie(req: &Request, name: &str) -> Option<String> {
     req.headers
         .get_all("cookie")
         .filter_map(|v| std::str::from_utf8(v).ok())

@@ -1,9 +1,12 @@
 //! Endpoint access (CONTRACT §3.5 step 1, §6): the version's `ignored`,
 //! `white_list`, `black_list` and `mock_response` entries, before auth, as
-//! Tyk. A mock or `reply` action answers here, so it needs no key.
+//! Tyk. A mock or `reply` action answers here, so it needs no key. Then
+//! size limits (step 3), also before auth.
+
+use std::borrow::Cow;
 
 use crate::apidef::{Candidates, Reply, Verdict};
-use crate::http::Response;
+use crate::http::{Framing, Response};
 
 use super::{Exchange, Flow};
 
@@ -12,26 +15,8 @@ pub fn access(x: &mut Exchange<'_>) -> Flow {
     let Some(rules) = x.version.as_ref().and_then(|v| api.endpoints.get(v)) else {
         return Flow::Continue;
     };
-    let full = x.path();
-    let clean = if api.listen.text == "/" || x.rest.starts_with('/') {
-        std::borrow::Cow::Borrowed(if api.listen.text == "/" {
-            full
-        } else {
-            x.rest.as_str()
-        })
-    } else {
-        std::borrow::Cow::Owned(format!("/{}", x.rest))
-    };
-    let d = &api.def.definition;
-    let no_version = (d.strip_path || d.strip_versioning_data)
-        .then(|| without_version(&clean))
-        .flatten();
-    let candidates = Candidates {
-        no_version: no_version.as_deref(),
-        clean: &clean,
-        full,
-    };
-    match rules.access.verdict(&x.req.method, &candidates) {
+    let forms = Forms::of(x);
+    match rules.access.verdict(&x.req.method, &forms.candidates(true)) {
         Verdict::Pass => Flow::Continue,
         Verdict::Ignore => {
             x.ignored = true;
@@ -42,11 +27,87 @@ pub fn access(x: &mut Exchange<'_>) -> Flow {
                 "api {}: {} {} is forbidden by its endpoint lists",
                 api.id(),
                 x.req.method,
-                full
+                forms.full
             );
             x.reject(403, "Requested endpoint is forbidden")
         }
         Verdict::Reply(r) => Flow::Respond(reply(r)),
+    }
+}
+
+/// `size_limits` and `global_size_limit` (step 3, before auth, as Tyk): a
+/// request with a body must say how long it is, and be within the limit.
+/// GET, DELETE, TRACE, OPTIONS and HEAD are never checked.
+pub fn size_limit(x: &mut Exchange<'_>) -> Flow {
+    let api = x.api;
+    let Some(rules) = x.version.as_ref().and_then(|v| api.endpoints.get(v)) else {
+        return Flow::Continue;
+    };
+    let t = &rules.transforms;
+    if !t.limits_size()
+        || matches!(
+            x.req.method.as_str(),
+            "GET" | "DELETE" | "TRACE" | "OPTIONS" | "HEAD"
+        )
+    {
+        return Flow::Continue;
+    }
+    let forms = Forms::of(x);
+    let entry = t.size_limit_for(&x.req.method, &forms.candidates(false));
+    let limits = [
+        (t.global_size_limit > 0).then_some(t.global_size_limit),
+        entry,
+    ];
+    for limit in limits.into_iter().flatten() {
+        let Framing::Length(n) = x.req.framing else {
+            return x.reject(411, "Content length is required for this request");
+        };
+        if n > limit {
+            return x.reject(400, "Request is too large");
+        }
+    }
+    Flow::Continue
+}
+
+/// The forms of the request path that endpoint patterns are tried on.
+pub(super) struct Forms<'a> {
+    pub full: &'a str,
+    /// Without the listen path, with a leading `/`.
+    pub clean: Cow<'a, str>,
+    /// Without the version segment too, when the API strips it.
+    pub no_version: Option<String>,
+}
+
+impl<'a> Forms<'a> {
+    pub fn of(x: &'a Exchange<'_>) -> Forms<'a> {
+        let api = x.api;
+        let full = x.path();
+        let clean = if api.listen.text == "/" {
+            Cow::Borrowed(full)
+        } else if x.rest.starts_with('/') {
+            Cow::Borrowed(x.rest.as_str())
+        } else {
+            Cow::Owned(format!("/{}", x.rest))
+        };
+        let d = &api.def.definition;
+        let no_version = (d.strip_path || d.strip_versioning_data)
+            .then(|| without_version(&clean))
+            .flatten();
+        Forms {
+            full,
+            clean,
+            no_version,
+        }
+    }
+
+    /// `with_full`: also the whole path, listen path included (the access
+    /// lists); the transforms see only the path without it (Tyk).
+    pub fn candidates(&self, with_full: bool) -> Candidates<'_> {
+        Candidates {
+            no_version: self.no_version.as_deref(),
+            clean: &self.clean,
+            full: if with_full { self.full } else { &self.clean },
+        }
     }
 }
 

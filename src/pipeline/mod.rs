@@ -9,6 +9,7 @@ mod auth;
 mod endpoints;
 mod jwt;
 mod limit;
+mod transform;
 mod version;
 
 use std::collections::HashMap;
@@ -65,6 +66,8 @@ pub struct Exchange<'a> {
     pub strip_version: Option<String>,
     /// An `ignored` endpoint: the keyed stages are skipped.
     pub ignored: bool,
+    /// What the transforms change in how the request is forwarded.
+    pub edits: Edits,
     /// Headers to add to a successfully proxied response.
     pub response_headers: Headers,
     /// Run on the event loop: a stage that would block defers instead.
@@ -73,6 +76,21 @@ pub struct Exchange<'a> {
     /// the stages only for an API that looks into bodies
     /// (`basic_auth.extract_from_body`); it is forwarded as read.
     pub body: Option<Vec<u8>>,
+}
+
+/// How the transforms change forwarding (`transform`).
+#[derive(Debug, Default)]
+pub struct Edits {
+    /// Response header changes, in order: a name to delete (None) or set.
+    pub response: Vec<(String, Option<String>)>,
+    /// `hard_timeouts`: the upstream's time to answer.
+    pub timeout: Option<std::time::Duration>,
+    /// `X-Forwarded-For` is deleted by a header transform: not added.
+    pub no_forwarded_for: bool,
+    /// A rewritten query (the path goes in `Routed::upstream`).
+    pub query: Option<String>,
+    /// A rewrite to an absolute URL: the upstream for this request.
+    pub target: Option<crate::apidef::Target>,
 }
 
 /// A request's path as the router resolved it (`router`, `http::path`).
@@ -125,6 +143,9 @@ pub fn stages_for(
     if endpoints.values().any(|e| !e.access.is_empty()) {
         stages.push(plain(endpoints::access));
     }
+    if endpoints.values().any(|e| e.transforms.limits_size()) {
+        stages.push(plain(endpoints::size_limit));
+    }
     if def.use_keyless {
         stages.push(plain(limit::keyless_headers));
     } else {
@@ -146,6 +167,9 @@ pub fn stages_for(
         );
     }
     stages.push(plain(limit::api_rate));
+    if endpoints.values().any(|e| e.transforms.changes_requests()) {
+        stages.push(plain(transform::request));
+    }
     stages
 }
 
@@ -193,6 +217,7 @@ fn prepare_with(
         version: None,
         strip_version: None,
         ignored: false,
+        edits: Edits::default(),
         response_headers: Headers::new(),
         nonblocking,
         body,

@@ -22,6 +22,7 @@ mod paths;
 mod policies;
 mod proxy;
 mod resources;
+mod transforms;
 mod upstream_faults;
 mod versions;
 mod walkthrough;

@@ -72,7 +72,7 @@ impl WaitingRoom {
         if let Some(conn) = self.conns.get_mut(&client) {
             conn.busy = true;
         }
-        let (connect, respond) = plan.upstream.timeouts();
+        let (connect, respond) = plan.timeouts();
         let now = Instant::now();
         while let Some(token) = self.pool.get_mut(&socket).and_then(Vec::pop) {
             let Some(up) = self.ups.get_mut(&token) else {
@@ -194,7 +194,7 @@ impl WaitingRoom {
         if let Some(e) = error {
             return self.upstream_failed(token, UpstreamError::Broken(e));
         }
-        let (_, respond) = ex.plan.upstream.timeouts();
+        let (_, respond) = ex.plan.timeouts();
         ex.deadline = Instant::now() + respond;
         up.connecting = false;
     }

@@ -1,0 +1,301 @@
+//! Issue 10, item 2: what an API version changes in requests and responses
+//! (CONTRACT §3.5 step 7, §6): global and per-endpoint header transforms
+//! both ways with `$tyk_meta` / `$tyk_context` values, URL rewrites,
+//! method transforms, hard timeouts and size limits, with Tyk's statuses
+//! and messages. Then the tries to get around them: header injection
+//! through a variable, a forbidden method, a body without a length.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Keyed API `tx` on `/tx/`; `version` is merged into its Default version.
+fn api(up: &Upstream, version: Value) -> Value {
+    let mut d = api_def("tx", "/tx/", &up.url("/base"));
+    let v = &mut d["version_data"]["versions"]["Default"];
+    v["use_extended_paths"] = json!(true);
+    for (k, val) in version.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    d
+}
+
+/// A gateway with `def` and a key whose meta data holds `user` and `tier`.
+fn start(def: Value) -> (Gateway, String) {
+    let gw = Gateway::start(json!({}), &[("tx", def)]);
+    let mut s = session_for(&["tx"]);
+    s["meta_data"] = json!({"user": "ann", "tier": 3, "evil": "x\r\nX-Injected: 1"});
+    let key = gw.create_key(s);
+    (gw, key)
+}
+
+fn send(gw: &Gateway, method: &str, path: &str, key: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut headers = vec![("Authorization", key)];
+    headers.extend_from_slice(extra);
+    request(gw.port(), method, path, &headers, None)
+}
+
+#[test]
+fn request_headers_are_removed_then_added_globally_then_per_endpoint() {
+    let up = Upstream::start();
+    let (gw, key) = start(api(
+        &up,
+        json!({
+            "global_headers": {"X-Global": "g", "X-User": "$tyk_meta.user", "X-Tier": "t$tyk_meta.tier"},
+            "global_headers_remove": ["X-Secret"],
+            "extended_paths": {"transform_headers": [
+                {"path": "/users", "method": "GET", "delete_headers": ["X-Global"],
+                 "add_headers": {"X-Endpoint": "yes", "X-Missing": "[$tyk_meta.nope]", "X-Evil": "$tyk_meta.evil"}},
+                {"path": "/any", "method": "", "add_headers": {"X-Never": "1"}}
+            ]}
+        }),
+    ));
+    let r = send(
+        &gw,
+        "GET",
+        "/tx/users/1",
+        &key,
+        &[("X-Secret", "s"), ("X-Global", "client")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.header("x-secret"), None);
+    assert_eq!(
+        seen.header("x-global"),
+        None,
+        "the endpoint deletes it after the global add"
+    );
+    assert_eq!(seen.header("x-user"), Some("ann"));
+    assert_eq!(seen.header("x-tier"), Some("t3"));
+    assert_eq!(seen.header("x-endpoint"), Some("yes"));
+    assert_eq!(seen.header("x-missing"), Some("[]"));
+    // A CR LF in a variable never splits the request.
+    assert_eq!(seen.header("x-evil"), Some("xX-Injected: 1"));
+    assert_eq!(seen.header("x-injected"), None);
+    // Another method: only the global headers.
+    send(&gw, "POST", "/tx/users/1", &key, &[]);
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.header("x-global"), Some("g"));
+    assert_eq!(seen.header("x-endpoint"), None);
+    // An entry with no method never applies (as Tyk).
+    send(&gw, "GET", "/tx/any", &key, &[]);
+    assert_eq!(up.last_request().unwrap().header("x-never"), None);
+}
+
+#[test]
+fn context_variables_need_enable_context_vars() {
+    let up = Upstream::start();
+    let version = json!({"global_headers": {"X-Came-From": "$tyk_context.headers_X_Client|$tyk_context.path"}});
+    let (gw, key) = start(api(&up, version.clone()));
+    send(&gw, "GET", "/tx/a", &key, &[("X-Client", "c1")]);
+    assert_eq!(up.last_request().unwrap().header("x-came-from"), Some("|"));
+    let mut def = api(&up, version);
+    def["enable_context_vars"] = json!(true);
+    let (gw, key) = start(def);
+    send(&gw, "GET", "/tx/a", &key, &[("X-Client", "c1")]);
+    assert_eq!(
+        up.last_request().unwrap().header("x-came-from"),
+        Some("c1|/tx/a")
+    );
+}
+
+#[test]
+fn response_headers_are_changed_per_endpoint_then_globally() {
+    let up = Upstream::with_handler(|_| {
+        UpResp::new(200, "ok")
+            .header("X-Upstream", "u")
+            .header("Server", "internal/1.0")
+    });
+    let (gw, key) = start(api(
+        &up,
+        json!({
+            "global_response_headers": {"X-Served-By": "gatehouse", "X-Who": "$tyk_meta.user"},
+            "global_response_headers_remove": ["Server"],
+            "extended_paths": {"transform_response_headers": [
+                {"path": "/users", "method": "GET", "delete_headers": ["X-Upstream"], "add_headers": {"X-Users": "1"}}
+            ]}
+        }),
+    ));
+    let r = send(&gw, "GET", "/tx/users", &key, &[]);
+    assert_eq!(r.header("server"), None);
+    assert_eq!(r.header("x-served-by"), Some("gatehouse"));
+    assert_eq!(r.header("x-who"), Some("ann"));
+    assert_eq!(r.header("x-users"), Some("1"));
+    assert_eq!(r.header("x-upstream"), None);
+    let r = send(&gw, "GET", "/tx/other", &key, &[]);
+    assert_eq!(r.header("x-upstream"), Some("u"));
+    assert_eq!(r.header("x-users"), None);
+}
+
+#[test]
+fn a_header_transform_can_drop_x_forwarded_for() {
+    let up = Upstream::start();
+    let (gw, key) = start(api(
+        &up,
+        json!({"global_headers_remove": ["x-forwarded-for"]}),
+    ));
+    send(&gw, "GET", "/tx/a", &key, &[("X-Forwarded-For", "1.2.3.4")]);
+    assert_eq!(up.last_request().unwrap().header("x-forwarded-for"), None);
+}
+
+#[test]
+fn url_rewrites_use_groups_and_keep_the_target() {
+    let up = Upstream::start();
+    let (gw, key) = start(api(
+        &up,
+        json!({"extended_paths": {"url_rewrites": [
+            {"path": "/old/", "method": "GET", "match_pattern": "/tx/old/(\\w+)\\?(.*)", "rewrite_to": "/tx/new/$1?from=old&$2"},
+            {"path": "/who", "method": "GET", "match_pattern": "/who", "rewrite_to": "/users/$tyk_meta.user"}
+        ]}}),
+    ));
+    let r = send(&gw, "GET", "/tx/old/abc?q=1", &key, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        up.last_request().unwrap().target,
+        "/base/new/abc?from=old&q=1"
+    );
+    // No match of match_pattern: no rewrite.
+    send(&gw, "GET", "/tx/old/abc", &key, &[]);
+    assert_eq!(up.last_request().unwrap().target, "/base/old/abc");
+    // Variables in rewrite_to; the method must match.
+    send(&gw, "GET", "/tx/who", &key, &[]);
+    assert_eq!(up.last_request().unwrap().target, "/base/users/ann");
+    send(&gw, "POST", "/tx/who", &key, &[]);
+    assert_eq!(up.last_request().unwrap().target, "/base/who");
+}
+
+#[test]
+fn a_rewrite_to_an_absolute_url_changes_the_upstream() {
+    let up = Upstream::start();
+    let other = Upstream::start();
+    let (gw, key) = start(api(
+        &up,
+        json!({"extended_paths": {"url_rewrites": [
+            {"path": "/elsewhere", "method": "GET", "match_pattern": "/elsewhere/(.*)",
+             "rewrite_to": format!("{}/$1", other.url("/moved"))}
+        ]}}),
+    ));
+    let r = send(&gw, "GET", "/tx/elsewhere/x%20y", &key, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.hits(), 0);
+    let seen = other.last_request().unwrap();
+    assert_eq!(seen.target, "/moved/x%20y");
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("127.0.0.1:{}", other.port()).as_str())
+    );
+}
+
+#[test]
+fn rewrite_triggers_are_refused_at_load_rather_than_ignored() {
+    let up = Upstream::start();
+    let def = api(
+        &up,
+        json!({"extended_paths": {"url_rewrites": [
+            {"path": "/a", "method": "GET", "match_pattern": "/a", "rewrite_to": "/b",
+             "triggers": [{"on": "any", "options": {"header_matches": {"X-A": {"match_rx": "1"}}}, "rewrite_to": "/c"}]}
+        ]}}),
+    );
+    let gw = Gateway::start(json!({}), &[("tx", def)]);
+    let field = "version_data.versions.Default.extended_paths.url_rewrites[0].triggers";
+    assert!(
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains(field)),
+        "{}",
+        gw.logs().join("\n")
+    );
+    assert_eq!(gw.get("/tx/a", &[]).status, 404);
+}
+
+#[test]
+fn method_transforms_change_the_method_within_tyks_list() {
+    let up = Upstream::start();
+    let (gw, key) = start(api(
+        &up,
+        json!({"extended_paths": {"method_transforms": [
+            {"path": "/to-post", "method": "GET", "to_method": "post"},
+            {"path": "/to-head", "method": "GET", "to_method": "HEAD"}
+        ]}}),
+    ));
+    assert_eq!(send(&gw, "GET", "/tx/to-post", &key, &[]).status, 200);
+    assert_eq!(up.last_request().unwrap().method, "POST");
+    assert_proxy_error(
+        &send(&gw, "GET", "/tx/to-head", &key, &[]),
+        405,
+        "Method not allowed",
+    );
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn a_hard_timeout_answers_504_on_its_endpoint_only() {
+    let up = Upstream::with_handler(|req| {
+        if req.path.contains("slow") {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        UpResp::new(200, "ok")
+    });
+    let (gw, key) = start(api(
+        &up,
+        json!({"extended_paths": {"hard_timeouts": [{"path": "/slow", "method": "GET", "timeout": 1}]}}),
+    ));
+    let t = Instant::now();
+    let r = send(&gw, "GET", "/tx/slow", &key, &[]);
+    assert_proxy_error(&r, 504, "Upstream service reached hard timeout.");
+    assert!(
+        t.elapsed() < Duration::from_millis(2300),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(send(&gw, "GET", "/tx/fast", &key, &[]).status, 200);
+}
+
+#[test]
+fn size_limits_need_a_length_and_refuse_large_bodies() {
+    let up = Upstream::start();
+    let (gw, key) = start(api(
+        &up,
+        json!({
+            "global_size_limit": 100,
+            "extended_paths": {"size_limits": [{"path": "/small", "method": "POST", "size_limit": 10}]}
+        }),
+    ));
+    let post = |path: &str, body: &[u8], extra: &[(&str, &str)]| {
+        let mut headers = vec![("Authorization", key.as_str())];
+        headers.extend_from_slice(extra);
+        request(gw.port(), "POST", path, &headers, Some(body))
+    };
+    assert_eq!(post("/tx/small", b"0123456789", &[]).status, 200);
+    assert_proxy_error(
+        &post("/tx/small", b"0123456789!", &[]),
+        400,
+        "Request is too large",
+    );
+    assert_eq!(post("/tx/big", &[b'x'; 100], &[]).status, 200);
+    assert_proxy_error(
+        &post("/tx/big", &[b'x'; 101], &[]),
+        400,
+        "Request is too large",
+    );
+    let chunked = post(
+        "/tx/big",
+        b"1\r\nx\r\n0\r\n\r\n",
+        &[("Transfer-Encoding", "chunked")],
+    );
+    assert_proxy_error(&chunked, 411, "Content length is required for this request");
+    // Before auth, as Tyk: no key needed to be told.
+    let r = request(gw.port(), "POST", "/tx/small", &[], Some(&[b'x'; 11]));
+    assert_proxy_error(&r, 400, "Request is too large");
+    // GET is never checked.
+    let r = request(
+        gw.port(),
+        "GET",
+        "/tx/big",
+        &[("Authorization", &key)],
+        Some(&[b'x'; 101]),
+    );
+    assert_eq!(r.status, 200);
+}
