@@ -12,7 +12,7 @@ use std::time::Duration;
 use log::warn;
 use serde::Deserialize;
 
-use crate::apidef::PathMatching;
+use crate::apidef::{Cidr, PathMatching};
 use crate::auth::policy::PolicySource;
 use crate::error::Error;
 use crate::http::Limits;
@@ -136,6 +136,9 @@ pub struct RawServer {
     pub max_buffered_body: i64,
     /// How request paths are checked and normalised (PATHS.md).
     pub paths: RawPathRules,
+    /// Proxies (addresses or CIDR ranges) whose `X-Real-IP` /
+    /// `X-Forwarded-For` name the client for IP lists; nobody else's.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -192,6 +195,8 @@ pub struct Config {
     pub enable_strict_routes: bool,
     /// How endpoint patterns are anchored and cased.
     pub path_matching: PathMatching,
+    /// `gatehouse.trusted_proxies`.
+    pub trusted_proxies: Vec<Cidr>,
     /// The gateway's path switches; an API may override them.
     pub paths: PathRules,
     /// Request bodies up to this size are read whole before going upstream.
@@ -446,6 +451,16 @@ impl RawConfig {
                 5,
             )?,
             enable_strict_routes: opts.enable_strict_routes,
+            trusted_proxies: g
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Cidr::parse(t).map_err(|why| {
+                        Error::config(file, &format!("gatehouse.trusted_proxies[{i}]"), why)
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             path_matching: PathMatching {
                 prefix: opts.enable_path_prefix_matching,
                 suffix: opts.enable_path_suffix_matching,

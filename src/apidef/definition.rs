@@ -194,6 +194,21 @@ pub struct BasicAuthMeta {
     pub body_password_regexp: String,
 }
 
+/// `CORS`: rs/cors options, as Tyk passes them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CorsConfig {
+    pub enable: bool,
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub exposed_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: i64,
+    pub options_passthrough: bool,
+    pub debug: bool,
+}
+
 /// `scopes`: which claim holds a token's scopes, and the policy each
 /// scope grants.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -261,6 +276,13 @@ pub struct ApiDefinition {
     pub auth_configs: BTreeMap<String, AuthConfig>,
     pub strip_auth_data: bool,
     pub enable_context_vars: bool,
+    #[serde(rename = "CORS")]
+    pub cors: CorsConfig,
+    pub enable_ip_whitelisting: bool,
+    pub allowed_ips: Vec<String>,
+    pub enable_ip_blacklisting: bool,
+    pub blacklisted_ips: Vec<String>,
+    pub ip_access_control_disabled: bool,
     pub definition: VersionDefinition,
     pub version_data: VersionData,
     pub proxy: ProxyConfig,

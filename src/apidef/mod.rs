@@ -6,8 +6,10 @@
 //! `pipeline`'s.
 
 mod auth;
+mod cors;
 mod definition;
 mod endpoints;
+mod ip;
 mod routing;
 mod transforms;
 mod versions;
@@ -24,8 +26,10 @@ use crate::error::Error;
 use crate::pipeline::{self, Step};
 
 pub use auth::{AuthChain, AuthMethod, AuthSource, JwtKeys, JwtSpec};
+pub use cors::Cors;
 pub use definition::*;
 pub use endpoints::{Access, Candidates, PathMatching, PathPattern, Reply, Verdict, valid_field};
+pub use ip::{Cidr, IpLists};
 pub use routing::{ListenPath, Target, canonical_listen_path, reserved_listen_path};
 pub use transforms::{HeaderOps, Part, Rewrite, Template, Transforms};
 pub use versions::{Expiry, VersionLocation, Versioning, non_versioned_default};
@@ -45,6 +49,10 @@ pub struct ApiSpec {
     pub jwt: Option<JwtSpec>,
     pub versioning: Versioning,
     pub expiration: Expiry,
+    /// With `CORS.enable`.
+    pub cors: Option<Cors>,
+    /// `allowed_ips` / `blacklisted_ips`.
+    pub ip: IpLists,
     /// Per-endpoint rules by version name; only versions that have some.
     pub endpoints: HashMap<String, Endpoints>,
     /// Stages run in order before the proxy, built once at load.
@@ -145,13 +153,17 @@ impl ApiSpec {
                 endpoints.insert(name.clone(), e);
             }
         }
+        let ip = IpLists::compile(&def).map_err(|(field, why)| Error::config(file, &field, why))?;
+        let cors = def.cors.enable.then(|| Cors::compile(&def.cors));
         let auth = AuthChain::compile(file, &def);
-        let stages = pipeline::stages_for(&def, &auth, &endpoints);
+        let stages = pipeline::stages_for(&def, &auth, &endpoints, cors.is_some(), !ip.is_empty());
         Ok(ApiSpec {
             listen: ListenPath::new(&listen),
             auth,
             jwt: def.enable_jwt.then(|| JwtSpec::compile(file, &def)),
             basic_body,
+            cors,
+            ip,
             endpoints,
             expiration: Expiry::parse(&def.expiration),
             target,

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::apidef::{Candidates, Reply, Verdict};
+use crate::apidef::{Candidates, Cors, Reply, Verdict};
 use crate::http::{Framing, Response};
 
 use super::{Exchange, Flow};
@@ -15,6 +15,10 @@ pub fn access(x: &mut Exchange<'_>) -> Flow {
     let Some(rules) = x.version.as_ref().and_then(|v| api.endpoints.get(v)) else {
         return Flow::Continue;
     };
+    // A CORS preflight is the CORS stage's to answer, whatever the lists.
+    if api.cors.is_some() && Cors::is_preflight(&x.req) {
+        return Flow::Continue;
+    }
     let forms = Forms::of(x);
     match rules.access.verdict(&x.req.method, &forms.candidates(true)) {
         Verdict::Pass => Flow::Continue,

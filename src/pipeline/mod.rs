@@ -6,6 +6,7 @@
 
 mod access;
 mod auth;
+mod client;
 mod endpoints;
 mod jwt;
 mod limit;
@@ -68,6 +69,8 @@ pub struct Exchange<'a> {
     pub ignored: bool,
     /// What the transforms change in how the request is forwarded.
     pub edits: Edits,
+    /// CORS headers for whatever answers this request.
+    pub cors: Vec<(&'static str, String)>,
     /// Headers to add to a successfully proxied response.
     pub response_headers: Headers,
     /// Run on the event loop: a stage that would block defers instead.
@@ -136,12 +139,20 @@ pub fn stages_for(
     def: &ApiDefinition,
     auth: &AuthChain,
     endpoints: &HashMap<String, Endpoints>,
+    cors: bool,
+    ip_lists: bool,
 ) -> Vec<Step> {
     let plain = |run: Stage| Step { run, keyed: false };
     let keyed = |run: Stage| Step { run, keyed: true };
     let mut stages = vec![plain(version::check)];
     if endpoints.values().any(|e| !e.access.is_empty()) {
         stages.push(plain(endpoints::access));
+    }
+    if cors {
+        stages.push(plain(client::cors));
+    }
+    if ip_lists {
+        stages.push(plain(client::ip_lists));
     }
     if endpoints.values().any(|e| e.transforms.limits_size()) {
         stages.push(plain(endpoints::size_limit));
@@ -218,19 +229,26 @@ fn prepare_with(
         strip_version: None,
         ignored: false,
         edits: Edits::default(),
+        cors: Vec::new(),
         response_headers: Headers::new(),
         nonblocking,
         body,
     };
-    for step in &api.stages {
+    // `CORS.options_passthrough`: every OPTIONS goes upstream untouched,
+    // past every stage, auth included (Tyk).
+    let passthrough = api.def.cors.options_passthrough && x.req.method == "OPTIONS";
+    for step in api.stages.iter().filter(|_| !passthrough) {
         if step.keyed && x.ignored {
             continue;
         }
         match (step.run)(&mut x) {
             Flow::Continue => {}
-            Flow::Respond(res) => return Prepared::Respond(res),
+            Flow::Respond(res) => return Prepared::Respond(with_cors(res, &x.cors)),
             Flow::Defer => return Prepared::Defer(x.req),
         }
+    }
+    for (name, value) in x.cors.drain(..) {
+        x.response_headers.set(name, value);
     }
     match proxy::plan(&x) {
         Ok(mut f) => {
@@ -239,6 +257,15 @@ fn prepare_with(
         }
         Err(res) => Prepared::Respond(res),
     }
+}
+
+/// `res` with the CORS headers of its request (an error is answered with
+/// them too, as in Tyk).
+fn with_cors(mut res: Response, cors: &[(&'static str, String)]) -> Response {
+    for (name, value) in cors {
+        res.headers.set(name, value.as_str());
+    }
+    res
 }
 
 /// Runs `api`'s stages on `req`, then forwards it upstream (blocking).
