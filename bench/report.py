@@ -19,7 +19,7 @@ import statistics
 import sys
 
 UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-VARIANTS = ["direct", "nginx", "keyless", "keyed", "messy", "policy", "basic", "jwths", "jwtrs"]
+VARIANTS = ["direct", "nginx", "keyless", "keyed", "messy", "policy", "basic", "jwths", "jwtrs", "real"]
 NAMES = {
     "direct": "direct upstream",
     "nginx": "nginx proxy",
@@ -30,6 +30,7 @@ NAMES = {
     "basic": "gatehouse basic",
     "jwths": "gatehouse jwt-hs",
     "jwtrs": "gatehouse jwt-rs",
+    "real": "gatehouse realistic",
 }
 
 

@@ -255,7 +255,7 @@ cp "$BIN" "$RUN/gatehouse"
 BIN=$RUN/gatehouse
 
 # ---------------------------------------------------------------- estimate
-VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs)
+VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs real)
 if [[ -n $ONLY ]]; then
     wanted=" nginx ${ONLY//,/ } "
     for v in ${ONLY//,/ }; do
@@ -372,6 +372,33 @@ jwt_token() { # jwt_token ALG: a token for identity bench-user naming bench-gold
     fi
     echo "$head.$body.$sig"
 }
+# Issue 10: a "realistic" keyed API: 50 white-list entries (the request
+# matches the 25th), a global and an endpoint header transform, CORS, and a
+# URL rewrite on the endpoint requested.
+python3 - "$RUN/apps/bench-real.json" "$UP_PORT" <<'PYEOF2'
+import json, sys
+out, port = sys.argv[1], sys.argv[2]
+white = [{"path": f"/resource{i}/{{id}}", "method": "GET"} for i in range(50)]
+white[24] = {"path": "/items/{id}", "method": "GET"}
+api = {
+    "name": "Bench realistic", "api_id": "bench-real", "org_id": "1", "use_keyless": False,
+    "auth": {"auth_header_name": "Authorization"},
+    "CORS": {"enable": True, "allowed_origins": ["https://app.example"],
+             "allowed_headers": ["Authorization", "Content-Type"]},
+    "version_data": {"not_versioned": True, "versions": {"Default": {
+        "name": "Default", "use_extended_paths": True,
+        "global_headers": {"X-Gateway": "gatehouse"},
+        "extended_paths": {
+            "white_list": white,
+            "transform_headers": [{"path": "/items/{id}", "method": "GET",
+                                   "add_headers": {"X-Items": "1"}, "delete_headers": ["X-Debug"]}],
+            "url_rewrites": [{"path": "/items/{id}", "method": "GET",
+                              "match_pattern": "/real/items/(\\d+)", "rewrite_to": "/real/?item=$1"}],
+        }}}},
+    "proxy": {"listen_path": "/real/", "target_url": f"http://127.0.0.1:{port}/", "strip_listen_path": True},
+}
+json.dump(api, open(out, "w"))
+PYEOF2
 cat >"$RUN/apps/bench-open.json" <<EOF
 {
   "name": "Bench keyless", "api_id": "bench-open", "org_id": "1",
@@ -420,7 +447,7 @@ curl -s --max-time 10 "http://127.0.0.1:$GH_PORT/tyk/reload?block=true" -H "x-ty
 key_body=$(python3 -c '
 import json, sys
 s = {"rate": 1000000, "per": 1, "org_id": "1",
-     "access_rights": {"bench-keyed": {"api_id": "bench-keyed", "versions": ["Default"]}}}
+     "access_rights": {a: {"api_id": a, "versions": ["Default"]} for a in ("bench-keyed", "bench-real")}}
 s.update(json.loads(sys.argv[1]))
 print(json.dumps(s))' "$QUOTA_JSON")
 answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GH_PORT/tyk/keys/create" \
@@ -474,6 +501,8 @@ declare -A URL=(
     # Issue 9: JWT APIs, the same HS256 / RS256 token on every request.
     [jwths]="http://127.0.0.1:$GH_PORT/jwths/"
     [jwtrs]="http://127.0.0.1:$GH_PORT/jwtrs/"
+    # Issue 10: the realistic API (white list, transforms, CORS, rewrite).
+    [real]="http://127.0.0.1:$GH_PORT/real/items/42"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
@@ -492,6 +521,7 @@ check_ok "gatehouse policy key" "${URL[policy]}" -H "Authorization: $PKEY"
 check_ok "gatehouse basic auth" "${URL[basic]}" -H "Authorization: $BASIC"
 check_ok "gatehouse JWT HS256" "${URL[jwths]}" -H "Authorization: Bearer $JWT_HS"
 check_ok "gatehouse JWT RS256" "${URL[jwtrs]}" -H "Authorization: Bearer $JWT_RS"
+check_ok "gatehouse realistic API" "${URL[real]}" -H "Authorization: $KEY" -H "Origin: https://app.example"
 code=$(http_code "${URL[keyed]}")
 [[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
 
@@ -510,7 +540,7 @@ target_pids() { # the processes whose CPU a variant is charged
     case $1 in
         direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
         nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
-        keyless|keyed|messy|policy|basic|jwths|jwtrs) echo "$GH_PID" ;;
+        keyless|keyed|messy|policy|basic|jwths|jwtrs|real) echo "$GH_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -559,6 +589,7 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     [[ $v == basic ]] && args+=(-H "Authorization: $BASIC")
     [[ $v == jwths ]] && args+=(-H "Authorization: Bearer $JWT_HS")
     [[ $v == jwtrs ]] && args+=(-H "Authorization: Bearer $JWT_RS")
+    [[ $v == real ]] && args+=(-H "Authorization: $KEY" -H "Origin: https://app.example")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }

@@ -12,7 +12,7 @@ use super::{Exchange, Flow};
 
 pub fn access(x: &mut Exchange<'_>) -> Flow {
     let api = x.api;
-    let Some(rules) = x.version.as_ref().and_then(|v| api.endpoints.get(v)) else {
+    let Some(rules) = x.rules else {
         return Flow::Continue;
     };
     // A CORS preflight is the CORS stage's to answer, whatever the lists.
@@ -43,8 +43,7 @@ pub fn access(x: &mut Exchange<'_>) -> Flow {
 /// request with a body must say how long it is, and be within the limit.
 /// GET, DELETE, TRACE, OPTIONS and HEAD are never checked.
 pub fn size_limit(x: &mut Exchange<'_>) -> Flow {
-    let api = x.api;
-    let Some(rules) = x.version.as_ref().and_then(|v| api.endpoints.get(v)) else {
+    let Some(rules) = x.rules else {
         return Flow::Continue;
     };
     let t = &rules.transforms;
@@ -86,12 +85,17 @@ impl<'a> Forms<'a> {
     pub fn of(x: &'a Exchange<'_>) -> Forms<'a> {
         let api = x.api;
         let full = x.path();
-        let clean = if api.listen.text == "/" {
-            Cow::Borrowed(full)
-        } else if x.rest.starts_with('/') {
-            Cow::Borrowed(x.rest.as_str())
-        } else {
-            Cow::Owned(format!("/{}", x.rest))
+        let rest = x.rest.as_str();
+        // The rest is nearly always the tail of the path after a `/`: then
+        // the clean form is a slice of it, no copy.
+        let tail_at = full.len().checked_sub(rest.len() + 1);
+        let clean = match tail_at {
+            _ if api.listen.text == "/" => Cow::Borrowed(full),
+            _ if rest.starts_with('/') => Cow::Borrowed(rest),
+            Some(at) if full.ends_with(rest) && full.as_bytes()[at] == b'/' => {
+                Cow::Borrowed(&full[at..])
+            }
+            _ => Cow::Owned(format!("/{rest}")),
         };
         let d = &api.def.definition;
         let no_version = (d.strip_path || d.strip_versioning_data)

@@ -63,6 +63,8 @@ pub struct Exchange<'a> {
     pub stored_id: String,
     /// The version the request resolved to.
     pub version: Option<String>,
+    /// That version's endpoint rules, if it has any.
+    pub rules: Option<&'a Endpoints>,
     /// A `/<version>` segment to drop before forwarding (`url` location).
     pub strip_version: Option<String>,
     /// An `ignored` endpoint: the keyed stages are skipped.
@@ -226,6 +228,7 @@ fn prepare_with(
         session: None,
         stored_id: String::new(),
         version: None,
+        rules: None,
         strip_version: None,
         ignored: false,
         edits: Edits::default(),

@@ -13,7 +13,7 @@ use super::{Exchange, Flow};
 
 pub fn request(x: &mut Exchange<'_>) -> Flow {
     let api = x.api;
-    let Some(rules) = x.version.as_ref().and_then(|v| api.endpoints.get(v)) else {
+    let Some(rules) = x.rules else {
         return Flow::Continue;
     };
     let t: &Transforms = &rules.transforms;
@@ -79,14 +79,20 @@ fn rendered(ops: &[&HeaderOps], vars: &Vars<'_>) -> Vec<(String, Option<String>)
         out.extend(op.delete.iter().map(|h| (h.clone(), None)));
         for (name, value) in &op.add {
             let v = match value.literal() {
+                // Checked at load.
                 Some(lit) => lit.to_string(),
-                None => value.render(|p| vars.get(p)),
+                None => {
+                    let v = value.render(|p| vars.get(p));
+                    // A variable may hold a CR or LF: never into a header.
+                    if v.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                        v.chars()
+                            .filter(|c| !c.is_control() || *c == '\t')
+                            .collect()
+                    } else {
+                        v
+                    }
+                }
             };
-            // A variable may hold a CR or LF: never into a header.
-            let v: String = v
-                .chars()
-                .filter(|c| !c.is_control() || *c == '\t')
-                .collect();
             out.push((name.clone(), Some(v)));
         }
     }

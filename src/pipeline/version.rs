@@ -37,6 +37,7 @@ pub fn check(x: &mut Exchange<'_>) -> Flow {
     if let Some(at) = future_expiry(api.expiration, expiry, x.now) {
         x.response_headers.set("X-Tyk-Api-Expires", http_date(at));
     }
+    x.rules = api.endpoints.get(&name);
     x.version = Some(name);
     Flow::Continue
 }
