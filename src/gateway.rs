@@ -53,6 +53,14 @@ pub struct Gateway {
 }
 
 /// Unix seconds now.
+/// Unix time in milliseconds.
+pub fn unix_now_ms() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub fn unix_now() -> i64 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)

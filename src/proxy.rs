@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::apidef::ApiSpec;
+use crate::apidef::{ApiSpec, Balancer, Target};
 use crate::error::proxy_error;
 use crate::http::codec::{ResponseHead, encode_request_head};
 use crate::http::path::{self, Reject};
@@ -119,6 +119,7 @@ pub fn strip_aligned<'a>(api: &ApiSpec, key: &str, sent: &'a str) -> Result<&'a 
 /// (CONTRACT §3.2).
 pub fn upstream_target(
     api: &ApiSpec,
+    upstream: &Target,
     path: &str,
     query: &str,
     strip_version: Option<&str>,
@@ -130,7 +131,7 @@ pub fn upstream_target(
     if let Some(v) = strip_version {
         rest = strip_segment(&rest, v);
     }
-    let base = &api.target.path;
+    let base = &upstream.path;
     let tail = rest.trim_start_matches('/');
     let mut target = if api.def.proxy.disable_strip_slash && tail.is_empty() {
         base.clone()
@@ -142,7 +143,7 @@ pub fn upstream_target(
     if target.is_empty() {
         target.push('/');
     }
-    let tq = &api.target.query;
+    let tq = &upstream.query;
     match (tq.is_empty(), query.is_empty()) {
         (true, true) => {}
         (false, true) => target = format!("{target}?{tq}"),
@@ -202,7 +203,7 @@ pub fn strip_hop_by_hop<S: AsRef<str>>(headers: &mut Headers, keep: &[S]) {
 }
 
 /// The headers sent upstream.
-fn upstream_headers(x: &Exchange<'_>) -> Headers {
+fn upstream_headers(x: &Exchange<'_>, upstream: &Target) -> Headers {
     let req = &x.req;
     let mut h = req.headers.clone();
     // The credentials' own headers are never dropped as hop-by-hop.
@@ -230,8 +231,7 @@ fn upstream_headers(x: &Exchange<'_>) -> Headers {
     // We answer `Expect: 100-continue` ourselves and send the body at once.
     h.remove("expect");
     if !x.api.def.proxy.preserve_host_header || !h.contains("host") {
-        let target = x.edits.target.as_ref().unwrap_or(&x.api.target);
-        h.set("Host", target.authority.as_str());
+        h.set("Host", upstream.authority.as_str());
     }
     if !h.contains("user-agent") {
         // Tyk's product token, as upstreams behind Tyk expect (CONTRACT §3.3).
@@ -266,6 +266,8 @@ pub struct Forward {
     response_edits: Vec<(String, Option<String>)>,
     /// `hard_timeouts`: the upstream's time to answer, for this request.
     timeout: Option<std::time::Duration>,
+    /// A load-balanced API: its balancer and the target taken.
+    picked: Option<(Arc<Balancer>, usize)>,
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
@@ -287,8 +289,17 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
             }
         }
     }
-    // A rewrite to an absolute URL names the whole request target.
-    let upstream = x.edits.target.as_ref().unwrap_or(&x.api.target);
+    // A rewrite to an absolute URL names the whole request target; else
+    // the API's target, or the balancer's turn.
+    let picked = match (&x.edits.target, &x.api.balancer) {
+        (None, Some(b)) => Some((b.clone(), b.pick(crate::gateway::unix_now_ms()).0)),
+        _ => None,
+    };
+    let upstream = match (&x.edits.target, &picked) {
+        (Some(t), _) => t,
+        (None, Some((b, i))) => b.target(*i),
+        (None, None) => &x.api.target,
+    };
     let target = match &x.edits.target {
         Some(t) => {
             let path = if t.path.is_empty() { "/" } else { &t.path };
@@ -297,9 +308,9 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
                 q => format!("{path}?{q}"),
             }
         }
-        None => upstream_target(x.api, path, &query, x.strip_version.as_deref()),
+        None => upstream_target(x.api, upstream, path, &query, x.strip_version.as_deref()),
     };
-    let headers = upstream_headers(x);
+    let headers = upstream_headers(x, upstream);
     let mut head = Vec::with_capacity(512);
     encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
     let method = x.req.method.as_str();
@@ -324,6 +335,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         body_prefix: None,
         response_edits: x.edits.response.clone(),
         timeout: x.edits.timeout,
+        picked,
     })
 }
 
@@ -417,6 +429,11 @@ impl Forward {
 
     /// Tyk's answer to an upstream fault.
     pub fn fail(&self, e: UpstreamError) -> Response {
+        if let (UpstreamError::Broken(io), Some((b, i))) = (&e, &self.picked)
+            && io.kind() == io::ErrorKind::ConnectionRefused
+        {
+            b.refused(*i, crate::gateway::unix_now_ms());
+        }
         let (status, message) = match &e {
             UpstreamError::ClientBody(b) => client_body_status(b),
             UpstreamError::Lookup(_) => (500, "Upstream host lookup failed"),
@@ -490,7 +507,7 @@ mod tests {
     }
 
     fn target(a: &ApiSpec, key: &str, query: &str, version: Option<&str>) -> String {
-        upstream_target(a, listen_stripped(a, key), query, version)
+        upstream_target(a, &a.target, listen_stripped(a, key), query, version)
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct ProxyConfig {
     pub strip_listen_path: bool,
     pub preserve_host_header: bool,
     pub disable_strip_slash: bool,
+    pub enable_load_balancing: bool,
+    pub target_list: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -30,7 +30,7 @@ pub use cors::Cors;
 pub use definition::*;
 pub use endpoints::{Access, Candidates, PathMatching, PathPattern, Reply, Verdict, valid_field};
 pub use ip::{Cidr, IpLists};
-pub use routing::{ListenPath, Target, canonical_listen_path, reserved_listen_path};
+pub use routing::{Balancer, ListenPath, Target, canonical_listen_path, reserved_listen_path};
 pub use transforms::{HeaderOps, Part, Rewrite, Template, Transforms};
 pub use versions::{Expiry, VersionLocation, Versioning, non_versioned_default};
 
@@ -49,6 +49,8 @@ pub struct ApiSpec {
     pub jwt: Option<JwtSpec>,
     pub versioning: Versioning,
     pub expiration: Expiry,
+    /// With `proxy.enable_load_balancing`: the targets, taken in turn.
+    pub balancer: Option<std::sync::Arc<Balancer>>,
     /// With `CORS.enable`.
     pub cors: Option<Cors>,
     /// `allowed_ips` / `blacklisted_ips`.
@@ -142,8 +144,28 @@ impl ApiSpec {
             ),
             _ => None,
         };
-        let target = Target::parse(&def.proxy.target_url)
-            .map_err(|m| Error::config(file, "proxy.target_url", m))?;
+        let balanced = def.proxy.enable_load_balancing && !def.proxy.target_list.is_empty();
+        let target = if balanced && def.proxy.target_url.is_empty() {
+            Target::parse(&def.proxy.target_list[0])
+        } else {
+            Target::parse(&def.proxy.target_url)
+        }
+        .map_err(|m| Error::config(file, "proxy.target_url", m))?;
+        let balancer = if balanced {
+            let targets = def
+                .proxy
+                .target_list
+                .iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    Target::parse(url)
+                        .map_err(|m| Error::config(file, &format!("proxy.target_list[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(std::sync::Arc::new(Balancer::new(targets)))
+        } else {
+            None
+        };
         let versioning = compile_versions(&def);
         let mut endpoints = HashMap::new();
         for (name, v) in &def.version_data.versions {
@@ -162,6 +184,7 @@ impl ApiSpec {
             auth,
             jwt: def.enable_jwt.then(|| JwtSpec::compile(file, &def)),
             basic_body,
+            balancer,
             cors,
             ip,
             endpoints,

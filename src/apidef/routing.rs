@@ -1,6 +1,9 @@
 //! Where an API is reached and where it forwards to: its listen path
 //! (canonical, with `{name}` segments) and its parsed `target_url`.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
 use crate::http::path;
 
 /// An upstream, parsed from `target_url`.
@@ -49,6 +52,64 @@ impl Target {
             path: path.to_string(),
             query: query.to_string(),
         })
+    }
+}
+
+/// `proxy.enable_load_balancing` over `proxy.target_list`: round robin
+/// (Tyk's), except that a target that refused a connection is skipped for
+/// `DOWN_FOR`, then tried again. When every target is down the next one in
+/// turn is tried anyway: a refusal costs one request, never the API.
+#[derive(Debug)]
+pub struct Balancer {
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    /// Unix milliseconds until which each target is skipped.
+    down_until: Vec<AtomicU64>,
+}
+
+/// How long a target that refused a connection is skipped.
+pub const DOWN_FOR: Duration = Duration::from_secs(10);
+
+impl Balancer {
+    pub fn new(targets: Vec<Target>) -> Balancer {
+        let down_until = targets.iter().map(|_| AtomicU64::new(0)).collect();
+        Balancer {
+            targets,
+            next: AtomicUsize::new(0),
+            down_until,
+        }
+    }
+
+    /// The target for the next request, and its index.
+    pub fn pick(&self, now_ms: u64) -> (usize, &Target) {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let live = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|i| self.down_until[*i].load(Ordering::Relaxed) <= now_ms);
+        let i = live.unwrap_or(start % n);
+        if live.is_some_and(|i| i != start % n) {
+            // Keep the turn order: the next request starts after this one.
+            self.next.store(i + 1, Ordering::Relaxed);
+        }
+        (i, &self.targets[i])
+    }
+
+    pub fn target(&self, i: usize) -> &Target {
+        &self.targets[i % self.targets.len()]
+    }
+
+    /// Target `i` refused a connection.
+    pub fn refused(&self, i: usize, now_ms: u64) {
+        let until = now_ms + DOWN_FOR.as_millis() as u64;
+        if let Some(d) = self.down_until.get(i) {
+            d.store(until, Ordering::Relaxed);
+        }
+        log::warn!(
+            "upstream {}: connection refused; skipped for {} s",
+            self.targets.get(i).map_or("?", |t| t.address.as_str()),
+            DOWN_FOR.as_secs()
+        );
     }
 }
 
@@ -161,6 +222,28 @@ pub fn reserved_listen_path(listen: &str, health_check_path: &str) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn balancing_takes_turns_and_skips_a_refusing_target() {
+        let t = |p: u16| Target::parse(&format!("http://127.0.0.1:{p}")).unwrap();
+        let b = Balancer::new(vec![t(1), t(2), t(3)]);
+        let picks: Vec<usize> = (0..6).map(|_| b.pick(0).0).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        b.refused(1, 1000);
+        let picks: Vec<usize> = (0..4).map(|_| b.pick(2000).0).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        // After DOWN_FOR it is tried again.
+        let later = 1000 + DOWN_FOR.as_millis() as u64;
+        assert!((0..3).any(|_| b.pick(later).0 == 1));
+        // All down: still answers, in turn.
+        for i in 0..3 {
+            b.refused(i, 5000);
+        }
+        let picks: Vec<usize> = (0..3).map(|_| b.pick(5001).0).collect();
+        let mut sorted = picks.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2]);
+    }
 
     #[test]
     fn target_urls_parse() {

@@ -6,18 +6,12 @@
 use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
+use crate::gateway::unix_now_ms as now_ms;
 use crate::quota::{counter_name, scope_for};
 use crate::ratelimit::{Decision, Rate};
 use crate::session::Limit;
 
 use super::{Exchange, Flow};
-
-fn now_ms() -> u64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// `rate_limits` mode headers from a rate decision.
 fn rate_headers(d: &Decision) -> [(&'static str, String); 3] {

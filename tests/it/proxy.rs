@@ -610,3 +610,70 @@ fn without_strip_auth_data_the_key_is_forwarded_as_tyk_does() {
         Some(key.as_str())
     );
 }
+
+/// Issue 10, item 5: `enable_load_balancing` over `target_list`.
+fn balanced_api(targets: &[String]) -> serde_json::Value {
+    let mut d = keyless_api("lb", "/lb/", "");
+    d["proxy"]["enable_load_balancing"] = json!(true);
+    d["proxy"]["target_list"] = json!(targets);
+    d
+}
+
+#[test]
+fn load_balancing_takes_the_targets_in_turn() {
+    let ups = [Upstream::start(), Upstream::start(), Upstream::start()];
+    let targets: Vec<String> = ups.iter().map(|u| u.url("/")).collect();
+    let gw = Gateway::start(json!({}), &[("lb", balanced_api(&targets))]);
+    for _ in 0..9 {
+        assert_eq!(gw.get("/lb/x", &[]).status, 200);
+    }
+    let hits: Vec<usize> = ups.iter().map(Upstream::hits).collect();
+    assert_eq!(hits, [3, 3, 3]);
+    // Each target gets its own Host.
+    let host = ups[0]
+        .last_request()
+        .unwrap()
+        .header("host")
+        .unwrap()
+        .to_string();
+    assert_eq!(host, format!("127.0.0.1:{}", ups[0].port()));
+}
+
+#[test]
+fn a_target_that_refuses_connections_is_skipped() {
+    let ups = [Upstream::start(), Upstream::start()];
+    let closed = format!("http://127.0.0.1:{}/", closed_port());
+    let targets = vec![ups[0].url("/"), closed, ups[1].url("/")];
+    let gw = Gateway::start(json!({}), &[("lb", balanced_api(&targets))]);
+    let statuses: Vec<u16> = (0..12).map(|_| gw.get("/lb/x", &[]).status).collect();
+    // At most the request that found it down fails; then it is skipped.
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert!(failed <= 1, "{statuses:?}");
+    assert_eq!(ups[0].hits() + ups[1].hits(), 12 - failed);
+    assert!(
+        ups[0].hits() >= 5 && ups[1].hits() >= 5,
+        "{} {}",
+        ups[0].hits(),
+        ups[1].hits()
+    );
+    assert!(
+        gw.logs_contain("connection refused; skipped"),
+        "{:?}",
+        gw.logs()
+    );
+}
+
+#[test]
+fn every_target_down_is_tyks_error() {
+    let targets: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}/", closed_port()))
+        .collect();
+    let gw = Gateway::start(json!({}), &[("lb", balanced_api(&targets))]);
+    for _ in 0..3 {
+        assert_proxy_error(
+            &gw.get("/lb/x", &[]),
+            500,
+            "There was a problem proxying the request",
+        );
+    }
+}
