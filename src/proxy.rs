@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::apidef::{ApiSpec, Balancer, Target};
+use crate::apidef::{ApiSpec, Balancer, Breaker, Target};
 use crate::error::proxy_error;
 use crate::http::codec::{ResponseHead, encode_request_head};
 use crate::http::path::{self, Reject};
@@ -268,6 +268,8 @@ pub struct Forward {
     timeout: Option<std::time::Duration>,
     /// A load-balanced API: its balancer and the target taken.
     picked: Option<(Arc<Balancer>, usize)>,
+    /// The endpoint's circuit breaker: told of 5xx answers and failures.
+    breaker: Option<Arc<Breaker>>,
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
@@ -336,6 +338,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         response_edits: x.edits.response.clone(),
         timeout: x.edits.timeout,
         picked,
+        breaker: x.edits.breaker.clone(),
     })
 }
 
@@ -410,6 +413,9 @@ impl Forward {
 
     /// The client's response to an upstream response.
     pub fn respond(&self, head: ResponseHead, body: Body) -> Response {
+        if let Some(b) = &self.breaker {
+            b.record(head.status >= 500, std::time::Instant::now());
+        }
         let mut res = Response::new(head.status);
         res.headers = head.headers;
         strip_hop_by_hop::<&str>(&mut res.headers, &[]);
@@ -429,6 +435,11 @@ impl Forward {
 
     /// Tyk's answer to an upstream fault.
     pub fn fail(&self, e: UpstreamError) -> Response {
+        if let Some(b) = &self.breaker
+            && !matches!(e, UpstreamError::ClientBody(_))
+        {
+            b.record(true, std::time::Instant::now());
+        }
         if let (UpstreamError::Broken(io), Some((b, i))) = (&e, &self.picked)
             && io.kind() == io::ErrorKind::ConnectionRefused
         {

@@ -70,6 +70,21 @@ pub struct ExtendedPaths {
     pub hard_timeouts: Vec<HardTimeoutMeta>,
     pub size_limits: Vec<SizeLimitMeta>,
     pub method_transforms: Vec<MethodTransformMeta>,
+    pub circuit_breakers: Vec<CircuitBreakerMeta>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CircuitBreakerMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    /// 0..1: the share of failed requests that trips the breaker.
+    pub threshold_percent: f64,
+    pub samples: i64,
+    /// Seconds.
+    pub return_to_service_after: i64,
+    pub disable_half_open_state: bool,
 }
 
 /// An `ignored`, `white_list` or `black_list` entry.

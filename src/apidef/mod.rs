@@ -6,6 +6,7 @@
 //! `pipeline`'s.
 
 mod auth;
+mod breaker;
 mod cors;
 mod definition;
 mod endpoints;
@@ -26,6 +27,7 @@ use crate::error::Error;
 use crate::pipeline::{self, Step};
 
 pub use auth::{AuthChain, AuthMethod, AuthSource, JwtKeys, JwtSpec};
+pub use breaker::Breaker;
 pub use cors::Cors;
 pub use definition::*;
 pub use endpoints::{Access, Candidates, PathMatching, PathPattern, Reply, Verdict, valid_field};

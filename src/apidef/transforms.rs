@@ -9,10 +9,12 @@
 //! `ignore_endpoint_case` says otherwise; the first matching entry of each
 //! kind applies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
 
+use super::breaker::Breaker;
 use super::endpoints::{Candidates, PathMatching, PathPattern, valid_field};
 use super::{HeaderTransformMeta, VersionInfo};
 
@@ -190,6 +192,7 @@ pub struct Transforms {
     /// `global_size_limit`; 0 = none.
     pub global_size_limit: u64,
     pub size_limits: Vec<Entry<u64>>,
+    pub breakers: Vec<Entry<Arc<Breaker>>>,
 }
 
 /// The methods `method_transforms` may turn a request into (Tyk's list).
@@ -205,6 +208,7 @@ impl Transforms {
             || !self.timeouts.is_empty()
             || !self.global_response_headers.is_empty()
             || !self.response_headers.is_empty()
+            || !self.breakers.is_empty()
     }
 
     pub fn limits_size(&self) -> bool {
@@ -230,6 +234,10 @@ impl Transforms {
 
     pub fn timeout_for(&self, method: &str, c: &Candidates<'_>) -> Option<Duration> {
         first(&self.timeouts, method, c).copied()
+    }
+
+    pub fn breaker_for(&self, method: &str, c: &Candidates<'_>) -> Option<&Arc<Breaker>> {
+        first(&self.breakers, method, c)
     }
 
     pub fn size_limit_for(&self, method: &str, c: &Candidates<'_>) -> Option<u64> {
@@ -330,6 +338,29 @@ impl Transforms {
                 pattern: pattern("hard_timeouts", i, &h.path)?,
                 method: h.method.clone(),
                 then: Duration::from_secs(h.timeout.unsigned_abs()),
+            });
+        }
+        for (i, b) in e
+            .circuit_breakers
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| !x.disabled)
+        {
+            if !(b.threshold_percent > 0.0 && b.threshold_percent <= 1.0) {
+                return Err((
+                    at("circuit_breakers", i, "threshold_percent"),
+                    format!("must be in (0, 1], got {}", b.threshold_percent),
+                ));
+            }
+            t.breakers.push(Entry {
+                pattern: pattern("circuit_breakers", i, &b.path)?,
+                method: b.method.clone(),
+                then: Arc::new(Breaker::new(
+                    b.threshold_percent,
+                    b.samples,
+                    b.return_to_service_after,
+                    !b.disable_half_open_state,
+                )),
             });
         }
         for (i, s) in e

@@ -96,6 +96,8 @@ pub struct Edits {
     pub query: Option<String>,
     /// A rewrite to an absolute URL: the upstream for this request.
     pub target: Option<crate::apidef::Target>,
+    /// The endpoint's circuit breaker, told how the upstream answered.
+    pub breaker: Option<std::sync::Arc<crate::apidef::Breaker>>,
 }
 
 /// A request's path as the router resolved it (`router`, `http::path`).

@@ -47,7 +47,15 @@ pub fn request(x: &mut Exchange<'_>) -> Flow {
     });
     let to_method = t.method_for(method, &c).cloned();
     let timeout = t.timeout_for(method, &c);
+    let breaker = t.breaker_for(method, &c).cloned();
     drop(forms);
+    if let Some(b) = &breaker
+        && !b.ready(std::time::Instant::now())
+    {
+        log::debug!("api {}: circuit breaker open", api.id());
+        return x.reject(503, "Service temporarily unavailable.");
+    }
+    x.edits.breaker = breaker;
 
     for (name, value) in set_request {
         match value {

@@ -299,3 +299,65 @@ fn size_limits_need_a_length_and_refuse_large_bodies() {
     );
     assert_eq!(r.status, 200);
 }
+
+/// An upstream answering 500 until `heal` is set.
+fn flaky() -> (Upstream, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let healed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healed.clone();
+    let up = Upstream::with_handler(move |_| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            UpResp::new(200, "ok")
+        } else {
+            UpResp::new(500, "down")
+        }
+    });
+    (up, healed)
+}
+
+#[test]
+fn a_circuit_breaker_trips_on_failures_and_returns_to_service() {
+    let (up, healed) = flaky();
+    let (gw, key) = start(api(
+        &up,
+        json!({"extended_paths": {"circuit_breakers": [{"path": "/flaky", "method": "GET",
+            "threshold_percent": 0.5, "samples": 4, "return_to_service_after": 2,
+            "disable_half_open_state": true}]}}),
+    ));
+    for _ in 0..4 {
+        assert_eq!(send(&gw, "GET", "/tx/flaky", &key, &[]).status, 500);
+    }
+    let r = send(&gw, "GET", "/tx/flaky", &key, &[]);
+    assert_proxy_error(&r, 503, "Service temporarily unavailable.");
+    assert_eq!(up.hits(), 4, "an open breaker sends nothing upstream");
+    // Other endpoints and methods are not behind it.
+    assert_eq!(send(&gw, "GET", "/tx/other", &key, &[]).status, 500);
+    assert_eq!(send(&gw, "POST", "/tx/flaky", &key, &[]).status, 500);
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(send(&gw, "GET", "/tx/flaky", &key, &[]).status, 200);
+    assert!(
+        gw.logs_contain("circuit breaker tripped"),
+        "{:?}",
+        gw.logs()
+    );
+}
+
+#[test]
+fn a_half_open_breaker_lets_one_trial_through() {
+    let (up, healed) = flaky();
+    let (gw, key) = start(api(
+        &up,
+        json!({"extended_paths": {"circuit_breakers": [{"path": "/flaky", "method": "GET",
+            "threshold_percent": 1.0, "samples": 2, "return_to_service_after": 60}]}}),
+    ));
+    for _ in 0..2 {
+        assert_eq!(send(&gw, "GET", "/tx/flaky", &key, &[]).status, 500);
+    }
+    assert_eq!(send(&gw, "GET", "/tx/flaky", &key, &[]).status, 503);
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(700));
+    // The trial succeeds and closes the breaker.
+    assert_eq!(send(&gw, "GET", "/tx/flaky", &key, &[]).status, 200);
+    assert_eq!(send(&gw, "GET", "/tx/flaky", &key, &[]).status, 200);
+    assert_eq!(up.hits(), 4);
+}
