@@ -68,6 +68,7 @@ pub struct RawHttpServerOptions {
     pub enable_strict_routes: bool,
     pub enable_path_prefix_matching: bool,
     pub enable_path_suffix_matching: bool,
+    pub enable_websockets: Option<bool>,
     pub max_request_body_size: i64,
     /// Tyk's switch for forwarding raw paths: `gatehouse.paths.path_cleaning: off`.
     pub skip_url_cleaning: bool,
@@ -197,6 +198,8 @@ pub struct Config {
     pub path_matching: PathMatching,
     /// `gatehouse.trusted_proxies`.
     pub trusted_proxies: Vec<Cidr>,
+    /// `http_server_options.enable_websockets` (default on).
+    pub enable_websockets: bool,
     /// The gateway's path switches; an API may override them.
     pub paths: PathRules,
     /// Request bodies up to this size are read whole before going upstream.
@@ -451,6 +454,7 @@ impl RawConfig {
                 5,
             )?,
             enable_strict_routes: opts.enable_strict_routes,
+            enable_websockets: opts.enable_websockets.unwrap_or(true),
             trusted_proxies: g
                 .trusted_proxies
                 .iter()

@@ -12,7 +12,7 @@ use crate::apidef::{ApiSpec, Balancer, Breaker, Target};
 use crate::error::proxy_error;
 use crate::http::codec::{ResponseHead, encode_request_head};
 use crate::http::path::{self, Reject};
-use crate::http::{Body, Framing, Headers, Response};
+use crate::http::{Body, Framing, Headers, Response, Upgraded};
 use crate::pipeline::Exchange;
 use crate::upstream::{Outgoing, Upstream, UpstreamError};
 
@@ -214,6 +214,16 @@ fn upstream_headers(x: &Exchange<'_>, upstream: &Target) -> Headers {
             h.remove(name);
         }
     }
+    if x.websocket {
+        // The handshake's own hop-by-hop fields go through (RFC 6455 §4.1).
+        let asked = req
+            .headers
+            .get("upgrade")
+            .unwrap_or("websocket")
+            .to_string();
+        h.set("Connection", "Upgrade");
+        h.set("Upgrade", asked);
+    }
     let peer_ip = req.peer.ip().to_string();
     let prior: Vec<String> = h
         .get_all("x-forwarded-for")
@@ -270,6 +280,8 @@ pub struct Forward {
     picked: Option<(Arc<Balancer>, usize)>,
     /// The endpoint's circuit breaker: told of 5xx answers and failures.
     breaker: Option<Arc<Breaker>>,
+    /// A WebSocket handshake: a `101` answer turns into a tunnel.
+    pub websocket: bool,
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
@@ -339,6 +351,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         timeout: x.edits.timeout,
         picked,
         breaker: x.edits.breaker.clone(),
+        websocket: x.websocket,
     })
 }
 
@@ -395,6 +408,7 @@ impl Forward {
             replayable: self.replayable,
             head_request: self.head_request,
             timeout: self.timeout,
+            upgrade: false,
         };
         match self.upstream.send(out) {
             Ok((head, body)) => {
@@ -409,6 +423,69 @@ impl Forward {
             }
             Err(e) => self.fail(e),
         }
+    }
+
+    /// Sends a WebSocket handshake. Only a `101` naming `websocket` becomes
+    /// a tunnel (`Body::Upgrade`); any other answer is an ordinary
+    /// response, and the connection stays HTTP.
+    pub fn upgrade(&self) -> Response {
+        let out = Outgoing {
+            address: &self.address,
+            head: &self.head,
+            framing: Framing::None,
+            body: &mut io::empty(),
+            replayable: false,
+            head_request: false,
+            timeout: self.timeout,
+            upgrade: true,
+        };
+        let (head, body) = match self.upstream.send(out) {
+            Ok(answer) => answer,
+            Err(e) => return self.fail(e),
+        };
+        let agreed = head.status == 101
+            && head
+                .headers
+                .get("upgrade")
+                .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
+        if !agreed {
+            if head.status == 101 {
+                log::warn!(
+                    "{}: upstream switched to something else than websocket; refused",
+                    self.what
+                );
+                return proxy_error(502, "There was a problem proxying the request", self.hide)
+                    .with_close();
+            }
+            let len = body.declared_len();
+            return self.respond(
+                head,
+                Body::Stream {
+                    len,
+                    source: Box::new(body),
+                },
+            );
+        }
+        let Some(wire) = body.into_wire() else {
+            return self.fail(UpstreamError::BadResponse(
+                "no connection to upgrade".into(),
+            ));
+        };
+        if let Some(b) = &self.breaker {
+            b.record(false, std::time::Instant::now());
+        }
+        let mut res = Response::new(101);
+        res.headers = head.headers;
+        res.headers.set("Connection", "Upgrade");
+        res.headers.set("Upgrade", "websocket");
+        for (name, value) in self.extra.iter() {
+            res.headers.set(name, value);
+        }
+        res.body = Body::Upgrade(Box::new(Upgraded {
+            buffered: wire.buffered().to_vec(),
+            stream: wire.stream,
+        }));
+        res
     }
 
     /// The client's response to an upstream response.

@@ -72,6 +72,8 @@ pub struct Outgoing<'a> {
     pub head_request: bool,
     /// The time the upstream has to answer, when not the gateway's.
     pub timeout: Option<Duration>,
+    /// An upgrade request: a `101` answer is the response, not an interim.
+    pub upgrade: bool,
 }
 
 impl Upstream {
@@ -168,7 +170,7 @@ impl Upstream {
         out: &mut Outgoing<'_>,
     ) -> Result<(ResponseHead, UpstreamBody), (UpstreamError, bool)> {
         send_request(&mut wire.stream, out.head, out.framing, out.body)?;
-        let head = self.read_head(&mut wire, out.head_request, out.timeout)?;
+        let head = self.read_head(&mut wire, out.head_request, out.timeout, out.upgrade)?;
         let body = UpstreamBody::new(wire, &head, out.address, self.clone());
         Ok((head, body))
     }
@@ -178,6 +180,7 @@ impl Upstream {
         wire: &mut Wire<TcpStream>,
         head_request: bool,
         timeout: Option<Duration>,
+        upgrade: bool,
     ) -> Result<ResponseHead, (UpstreamError, bool)> {
         // `proxy_default_timeout` (or the endpoint's hard timeout) bounds
         // the whole head, not each read: a head dripped byte by byte still
@@ -188,7 +191,7 @@ impl Upstream {
             wire.stream.set_read_timeout(timeout).ok();
             shortened = true;
         }
-        let head = self.read_head_until(wire, head_request, deadline, &mut shortened);
+        let head = self.read_head_until(wire, head_request, deadline, &mut shortened, upgrade);
         if shortened {
             wire.stream
                 .set_read_timeout(Some(self.response_timeout))
@@ -203,12 +206,13 @@ impl Upstream {
         head_request: bool,
         deadline: Instant,
         shortened: &mut bool,
+        upgrade: bool,
     ) -> Result<ResponseHead, (UpstreamError, bool)> {
         loop {
             match codec::parse_response(wire.buffered(), &self.limits, head_request) {
                 Ok(Some((head, used))) => {
                     wire.consume(used);
-                    if (100..200).contains(&head.status) {
+                    if (100..200).contains(&head.status) && !(upgrade && head.status == 101) {
                         continue;
                     }
                     return Ok(head);
@@ -267,6 +271,7 @@ impl Upstream {
             replayable: true,
             head_request: false,
             timeout: None,
+            upgrade: false,
         };
         let (res, mut body) = self.send(out).map_err(|e| e.to_string())?;
         if res.status != 200 {
@@ -374,6 +379,11 @@ impl UpstreamBody {
             address: address.to_string(),
             upstream,
         }
+    }
+
+    /// The connection itself, for an upgraded exchange (never pooled).
+    pub fn into_wire(mut self) -> Option<Wire<TcpStream>> {
+        self.wire.take()
     }
 
     /// The body length, when the upstream declared one.

@@ -621,7 +621,12 @@ pub fn encode_request_head(
 
 fn encode_fields(out: &mut Vec<u8>, headers: &Headers, framing: Framing) {
     for (name, value) in headers.iter() {
-        if is_framing_field(name) {
+        // `Connection: Upgrade` is the one connection option a handler may
+        // send (a WebSocket handshake and its 101); hop-by-hop removal has
+        // already dropped any the peer sent.
+        let upgrade =
+            name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case(b"upgrade");
+        if is_framing_field(name) && !upgrade {
             continue;
         }
         out.extend_from_slice(name.as_bytes());

@@ -170,6 +170,16 @@ pub enum Body {
         len: Option<u64>,
         source: Box<dyn BodySource>,
     },
+    /// A `101 Switching Protocols` the upstream agreed to: after the head,
+    /// the server relays bytes between the client and this connection.
+    Upgrade(Box<Upgraded>),
+}
+
+/// The upstream side of an upgraded connection, with any bytes it sent
+/// after its `101` head.
+pub struct Upgraded {
+    pub stream: std::net::TcpStream,
+    pub buffered: Vec<u8>,
 }
 
 /// A response as handlers build it; the server adds framing headers.

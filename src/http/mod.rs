@@ -10,4 +10,4 @@ pub mod path;
 
 pub use body::{BodyReader, ChunkedWriter, Wire, copy_body, copy_sides};
 pub use codec::{HeadError, Limits};
-pub use message::{Body, BodySource, Framing, Headers, Request, Response, Version};
+pub use message::{Body, BodySource, Framing, Headers, Request, Response, Upgraded, Version};

@@ -73,6 +73,9 @@ pub struct Exchange<'a> {
     pub edits: Edits,
     /// CORS headers for whatever answers this request.
     pub cors: Vec<(&'static str, String)>,
+    /// A WebSocket handshake (`enable_websockets`): forwarded with its
+    /// `Upgrade`, tunnelled only if the upstream answers `101`.
+    pub websocket: bool,
     /// Headers to add to a successfully proxied response.
     pub response_headers: Headers,
     /// Run on the event loop: a stage that would block defers instead.
@@ -235,10 +238,16 @@ fn prepare_with(
         ignored: false,
         edits: Edits::default(),
         cors: Vec::new(),
+        websocket: false,
         response_headers: Headers::new(),
         nonblocking,
         body,
     };
+    x.websocket = gw.config.enable_websockets && is_websocket(&x.req);
+    if x.websocket && nonblocking {
+        // A tunnel is a worker's to set up.
+        return Prepared::Defer(x.req);
+    }
     // `CORS.options_passthrough`: every OPTIONS goes upstream untouched,
     // past every stage, auth included (Tyk).
     let passthrough = api.def.cors.options_passthrough && x.req.method == "OPTIONS";
@@ -262,6 +271,20 @@ fn prepare_with(
         }
         Err(res) => Prepared::Respond(res),
     }
+}
+
+/// A WebSocket handshake: a GET whose `Upgrade` is `websocket` and whose
+/// `Connection` lists `upgrade` (RFC 6455 §4.1). Any other upgrade is an
+/// ordinary request whose `Upgrade` is dropped as hop-by-hop.
+fn is_websocket(req: &Request) -> bool {
+    let listed = |name: &str, token: &str| {
+        req.headers
+            .get_all(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method == "GET" && listed("upgrade", "websocket") && listed("connection", "upgrade")
 }
 
 /// `res` with the CORS headers of its request (an error is answered with
@@ -292,6 +315,7 @@ pub fn run(
     }
     match prepare_with(gw, api, req, routed, false, prefix) {
         Prepared::Respond(res) => res,
+        Prepared::Forward(f) if f.websocket => f.upgrade(),
         Prepared::Forward(mut f) => match f.body_prefix.take() {
             Some(read) => f.send(&mut std::io::Cursor::new(read).chain(body)),
             None => f.send(body),

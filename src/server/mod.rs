@@ -29,6 +29,7 @@ use crate::pipeline::Prepared;
 use crate::proxy::Forward;
 
 mod room;
+mod tunnel;
 mod worker;
 
 use room::WaitingRoom;
@@ -165,6 +166,8 @@ struct Shared {
     idle: AtomicUsize,
     back: Sender<Conn>,
     waker: Waker,
+    /// Upgraded connections (WebSockets), each on its own thread.
+    tunnels: tunnel::Tunnels,
 }
 
 /// Runs until `shutdown` is set, then drains in-flight requests (at most
@@ -192,6 +195,7 @@ pub fn serve(
         idle: AtomicUsize::new(0),
         back: back_tx,
         waker,
+        tunnels: tunnel::Tunnels::default(),
     });
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let workers: Vec<_> = (0..shared.cfg.workers.max(1))

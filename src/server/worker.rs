@@ -179,6 +179,11 @@ fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<RequestHead>) -> b
         error!("server: handler panicked; answering 500");
         Response::text(500, "Internal Server Error").with_close()
     });
+    if matches!(res.body, Body::Upgrade(_)) {
+        // A handshake has no body: the reader is done with the wire.
+        let _ = body;
+        return switch(shared, conn, res);
+    }
     let close = meta.must_close(shared, &res) || !body.may_drain(DRAIN_LIMIT);
     // Answer first: an unread body is drained afterwards, so a client that
     // never sends it does not delay the response.
@@ -189,6 +194,35 @@ fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<RequestHead>) -> b
             false
         }
     }
+}
+
+/// Sends a `101` the upstream agreed to, then hands both connections to a
+/// tunnel; the client connection is never served as HTTP again (false).
+fn switch(shared: &Shared, conn: &mut Conn, res: Response) -> bool {
+    let Body::Upgrade(up) = res.body else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(256);
+    encode_response_head(&mut head, 101, &res.headers, Framing::None, false);
+    if let Err(e) = (&conn.wire.stream).write_all(&head) {
+        debug!("server: writing 101 to {} failed: {e}", conn.peer);
+        return false;
+    }
+    let early = conn.wire.buffered().to_vec();
+    let client = match conn.wire.stream.try_clone() {
+        Ok(c) => c,
+        Err(e) => {
+            error!("server: cannot keep {} for its tunnel: {e}", conn.peer);
+            return false;
+        }
+    };
+    if let Err(e) = shared
+        .tunnels
+        .start(client, early, *up, shared.cfg.idle_timeout)
+    {
+        error!("server: no tunnel for {}: {e}", conn.peer);
+    }
+    false
 }
 
 /// The head and the in-memory body of a response, ready to write, or None
@@ -212,7 +246,7 @@ pub(super) fn encode_whole(res: &Response, is_head: bool, close: bool) -> Option
                 out.extend_from_slice(bytes);
             }
         }
-        Body::Stream { .. } => return None,
+        Body::Stream { .. } | Body::Upgrade(_) => return None,
     }
     Some(out)
 }
@@ -231,7 +265,8 @@ pub(super) fn write_response(
         return Ok(true);
     }
     let Body::Stream { len, mut source } = res.body else {
-        unreachable!("encode_whole handles in-memory bodies")
+        // An upgrade reaching here (not through `serve_one`) is refused.
+        return Ok(false);
     };
     let mut out = BufWriter::with_capacity(16 * 1024, stream);
     let no_body = res.status < 200 || res.status == 204 || res.status == 304;

@@ -768,13 +768,44 @@ fn every_hostile_case_leaves_threads_and_fds_at_baseline() {
     assert_back_to_baseline(&e.gw, e.base, "after every hostile case twice");
 }
 
+/// With WebSockets off (and for any `Upgrade` but `websocket`), an
+/// upgrade request is plain HTTP: its `Upgrade` never reaches the upstream.
 #[test]
 fn connection_upgrade_is_not_tunnelled() {
+    let e = edge(json!({"http_server_options": {"enable_websockets": false}}));
+    upgrade_stays_http(&e, "websocket");
+    let e = edge(json!({}));
+    upgrade_stays_http(&e, "h2c");
+}
+
+/// With WebSockets on, a handshake goes upstream with its `Upgrade`; an
+/// upstream that answers anything but 101 leaves the connection HTTP.
+#[test]
+fn a_handshake_the_upstream_refuses_stays_http() {
     let e = edge(json!({}));
     let mut s = connect(e.gw.port());
     s.write_all(&get_with(
         "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
     ))
+    .unwrap();
+    let mut buf = Vec::new();
+    let r = read_one(&mut s, &mut buf, WITHIN).expect("a response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        e.up.last_request().unwrap().header("upgrade"),
+        Some("websocket")
+    );
+    s.write_all(b"GET /hello HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .unwrap();
+    let r = read_one(&mut s, &mut buf, WITHIN).expect("a second response");
+    assert_eq!(r.status, 200);
+}
+
+fn upgrade_stays_http(e: &Edge, protocol: &str) {
+    let mut s = connect(e.gw.port());
+    s.write_all(&get_with(&format!(
+        "Connection: Upgrade\r\nUpgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    )))
     .unwrap();
     let mut buf = Vec::new();
     let r = read_one(&mut s, &mut buf, WITHIN).expect("a response");

@@ -27,3 +27,4 @@ mod transforms;
 mod upstream_faults;
 mod versions;
 mod walkthrough;
+mod websocket;
