@@ -60,8 +60,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = rest_of_path(&spec, path);
         let _ = strip_aligned(&spec, path, name);
-        let _ = upstream_target(&spec, listen_stripped(&spec, path), "", None);
-        let _ = upstream_target(&spec, path, "a=1", Some(version));
+        let _ = upstream_target(&spec, &spec.target, listen_stripped(&spec, path), "", None);
+        let _ = upstream_target(&spec, &spec.target, path, "a=1", Some(version));
     }
     assert!(
         spec.listen.matches(&own).is_some(),

@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     if c.is_clean() {
         assert_eq!(key, text.as_ref());
     }
-    for slashes in [EscapedSlashes::Reject, EscapedSlashes::Decode, EscapedSlashes::Keep] {
+    for slashes in [
+        EscapedSlashes::Reject,
+        EscapedSlashes::Decode,
+        EscapedSlashes::Keep,
+    ] {
         if let Ok(f) = forwarded(&c, slashes) {
             let routed = canonicalize(&f.path).expect("a forwarded path passes the checks");
             assert_eq!(routed.key, key, "forwarded {:?} routes elsewhere", f.path);
