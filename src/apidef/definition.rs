@@ -71,6 +71,10 @@ pub struct ExtendedPaths {
     pub size_limits: Vec<SizeLimitMeta>,
     pub method_transforms: Vec<MethodTransformMeta>,
     pub circuit_breakers: Vec<CircuitBreakerMeta>,
+    /// Every other `extended_paths` list (`rate_limit`, `internal`,
+    /// `cache`, ...): not built; see `Endpoints::compile`.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

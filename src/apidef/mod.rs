@@ -70,12 +70,43 @@ pub struct Endpoints {
     pub transforms: Transforms,
 }
 
+/// `extended_paths` lists that restrict access, which Gatehouse does not
+/// build yet: an API using one is refused at load rather than served with
+/// the restriction silently gone.
+const UNBUILT_RESTRICTIONS: [&str; 4] = [
+    "internal",
+    "rate_limit",
+    "validate_json",
+    "validate_request",
+];
+
 impl Endpoints {
     fn compile(
+        file: &Path,
         name: &str,
         v: &VersionInfo,
         m: PathMatching,
     ) -> Result<Endpoints, (String, String)> {
+        if v.use_extended_paths {
+            let used = |x: &Value| match x {
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                _ => false,
+            };
+            for (list, _) in v.extended_paths.other.iter().filter(|(_, x)| used(x)) {
+                let field = format!("version_data.versions.{name}.extended_paths.{list}");
+                if UNBUILT_RESTRICTIONS.contains(&list.as_str()) {
+                    return Err((
+                        field,
+                        "is not supported yet; the API is not served without it".into(),
+                    ));
+                }
+                log::warn!(
+                    "{}: {field} is not supported yet and is ignored",
+                    file.display()
+                );
+            }
+        }
         Ok(Endpoints {
             access: Access::compile(name, v, m)?,
             transforms: Transforms::compile(name, v, m)?,
@@ -171,7 +202,7 @@ impl ApiSpec {
         let versioning = compile_versions(&def);
         let mut endpoints = HashMap::new();
         for (name, v) in &def.version_data.versions {
-            let e = Endpoints::compile(name, v, m)
+            let e = Endpoints::compile(file, name, v, m)
                 .map_err(|(field, why)| Error::config(file, &field, why))?;
             if !e.is_empty() {
                 endpoints.insert(name.clone(), e);

@@ -258,3 +258,32 @@ fn a_pattern_that_does_not_compile_skips_the_api_naming_the_entry() {
     );
     assert_eq!(send(&gw, "GET", "/ep/ok", None).status, 404);
 }
+
+#[test]
+fn an_unbuilt_restriction_skips_the_api_and_other_lists_are_warned_about() {
+    let up = Upstream::start();
+    let def = api(
+        &up,
+        json!({"internal": [{"path": "/secret", "method": "GET"}]}),
+    );
+    let gw = Gateway::start(json!({}), &[("ep", def)]);
+    let field = "version_data.versions.Default.extended_paths.internal";
+    assert!(
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains(field)),
+        "{}",
+        gw.logs().join("\n")
+    );
+    assert_eq!(send(&gw, "GET", "/ep/secret", None).status, 404);
+    // An empty restriction list is nothing to enforce; a cache list is
+    // only a warning.
+    let def = api(&up, json!({"rate_limit": [], "cache": ["/x"]}));
+    let (gw, key) = start(json!({}), def);
+    assert_eq!(send(&gw, "GET", "/ep/x", Some(&key)).status, 200);
+    assert!(
+        gw.logs_contain("extended_paths.cache is not supported yet"),
+        "{}",
+        gw.logs().join("\n")
+    );
+}
