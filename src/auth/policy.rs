@@ -106,15 +106,105 @@ where
 impl Policy {
     /// Parses one policy; `file` and `at` name it in errors.
     pub fn from_value(file: &Path, at: &str, raw: Value) -> Result<Policy, Error> {
-        serde_path_to_error::deserialize(raw).map_err(|e| {
-            let inner = e.path().to_string();
-            let field = match (at.is_empty(), inner == ".") {
-                (true, _) => inner,
-                (false, true) => at.to_string(),
-                (false, false) => format!("{at}.{inner}"),
+        let named = |inner: &str| match (at.is_empty(), inner == ".") {
+            (true, _) => inner.to_string(),
+            (false, true) => at.to_string(),
+            (false, false) => format!("{at}.{inner}"),
+        };
+        let p: Policy = serde_path_to_error::deserialize(raw)
+            .map_err(|e| Error::config(file, &named(&e.path().to_string()), e.inner()))?;
+        p.check_kept_fields().map_err(|(field, want)| {
+            Error::config(file, &named(&field), format!("must be {want}"))
+        })?;
+        Ok(p)
+    }
+
+    /// The fields kept as sent (`extra`) must still have Tyk's Go types:
+    /// Go's decoder refuses a policy whose `post_expiry_action` is an
+    /// object, and so do we, rather than store and serve it back.
+    fn check_kept_fields(&self) -> Result<(), (String, &'static str)> {
+        check_fields(&self.extra, POLICY_KEPT, "")?;
+        for (api, rights) in &self.access_rights {
+            let at = format!("access_rights.{api}");
+            check_fields(&rights.extra, ACCESS_KEPT, &at)?;
+            if let Some(sm) = rights.limit.as_ref().and_then(|l| l.smoothing.as_ref()) {
+                check_shape(sm, &Shape::Map(SMOOTHING), &format!("{at}.limit.smoothing"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON type a Go field decodes from (null is always its zero value).
+enum Shape {
+    Str,
+    Int,
+    Bool,
+    Num,
+    List,
+    Map(&'static [(&'static str, Shape)]),
+}
+
+const SMOOTHING: &[(&str, Shape)] = &[
+    ("enabled", Shape::Bool),
+    ("threshold", Shape::Int),
+    ("trigger", Shape::Num),
+    ("step", Shape::Int),
+    ("delay", Shape::Int),
+];
+
+/// Tyk policy fields Gatehouse keeps as sent.
+const POLICY_KEPT: &[(&str, Shape)] = &[
+    ("post_expiry_action", Shape::Str),
+    ("post_expiry_grace_period", Shape::Int),
+    ("smoothing", Shape::Map(SMOOTHING)),
+    ("graphql_access_rights", Shape::Map(&[])),
+];
+
+/// Tyk access-definition fields Gatehouse keeps as sent.
+const ACCESS_KEPT: &[(&str, Shape)] = &[
+    ("restricted_types", Shape::List),
+    ("allowed_types", Shape::List),
+    ("field_access_rights", Shape::List),
+    ("endpoints", Shape::List),
+    ("disable_introspection", Shape::Bool),
+];
+
+fn check_fields(
+    obj: &Map<String, Value>,
+    fields: &[(&str, Shape)],
+    at: &str,
+) -> Result<(), (String, &'static str)> {
+    for (name, shape) in fields {
+        if let Some(v) = obj.get(*name) {
+            let path = if at.is_empty() {
+                name.to_string()
+            } else {
+                format!("{at}.{name}")
             };
-            Error::config(file, &field, e.inner())
-        })
+            check_shape(v, shape, &path)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_shape(v: &Value, shape: &Shape, at: &str) -> Result<(), (String, &'static str)> {
+    let (ok, want) = match shape {
+        _ if v.is_null() => (true, ""),
+        Shape::Str => (v.is_string(), "a string"),
+        Shape::Int => (v.as_i64().is_some(), "a 64-bit integer"),
+        Shape::Bool => (v.is_boolean(), "true or false"),
+        Shape::Num => (v.is_number(), "a number"),
+        Shape::List => (v.is_array(), "a list"),
+        Shape::Map(fields) => match v.as_object() {
+            Some(o) => return check_fields(o, fields, at),
+            None => (false, "an object"),
+        },
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err((at.to_string(), want))
     }
 }
 
@@ -331,5 +421,22 @@ mod tests {
         let out = serde_json::to_value(&p).unwrap();
         assert_eq!(out["smoothing"], json!({"enabled": true}));
         assert_eq!(out["_id"], json!(""));
+    }
+
+    #[test]
+    fn kept_fields_must_have_tyks_types() {
+        let parse = |v: Value| Policy::from_value(Path::new("p.json"), "", v);
+        assert!(parse(serde_json::json!({"id": "a", "post_expiry_action": "delete"})).is_ok());
+        assert!(parse(serde_json::json!({"id": "a", "post_expiry_action": null})).is_ok());
+        for bad in [
+            serde_json::json!({"id": "a", "post_expiry_action": {}}),
+            serde_json::json!({"id": "a", "post_expiry_grace_period": 1.5}),
+            serde_json::json!({"id": "a", "post_expiry_grace_period": 1e19}),
+            serde_json::json!({"id": "a", "smoothing": {"enabled": "yes"}}),
+            serde_json::json!({"id": "a", "access_rights": {"x": {"api_id": "x", "endpoints": {}}}}),
+            serde_json::json!({"id": "a", "access_rights": {"x": {"api_id": "x", "limit": {"smoothing": {"step": "1"}}}}}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
     }
 }
