@@ -71,10 +71,22 @@ pub struct ExtendedPaths {
     pub size_limits: Vec<SizeLimitMeta>,
     pub method_transforms: Vec<MethodTransformMeta>,
     pub circuit_breakers: Vec<CircuitBreakerMeta>,
+    pub rate_limit: Vec<RateLimitMeta>,
     /// Every other `extended_paths` list (`rate_limit`, `internal`,
     /// `cache`, ...): not built; see `Endpoints::compile`.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// An endpoint's own API-wide rate limit (not per key).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RateLimitMeta {
+    pub path: String,
+    pub method: String,
+    pub disabled: bool,
+    pub rate: f64,
+    pub per: f64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

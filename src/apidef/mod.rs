@@ -73,12 +73,7 @@ pub struct Endpoints {
 /// `extended_paths` lists that restrict access, which Gatehouse does not
 /// build yet: an API using one is refused at load rather than served with
 /// the restriction silently gone.
-const UNBUILT_RESTRICTIONS: [&str; 4] = [
-    "internal",
-    "rate_limit",
-    "validate_json",
-    "validate_request",
-];
+const UNBUILT_RESTRICTIONS: [&str; 3] = ["internal", "validate_json", "validate_request"];
 
 impl Endpoints {
     fn compile(
@@ -117,6 +112,7 @@ impl Endpoints {
         self.access.is_empty()
             && !self.transforms.changes_requests()
             && !self.transforms.limits_size()
+            && self.transforms.rate_limits.is_empty()
     }
 }
 

@@ -193,6 +193,18 @@ pub struct Transforms {
     pub global_size_limit: u64,
     pub size_limits: Vec<Entry<u64>>,
     pub breakers: Vec<Entry<Arc<Breaker>>>,
+    /// `extended_paths.rate_limit`: the endpoint's own API-wide limit, in
+    /// a bucket of its own named by the entry.
+    pub rate_limits: Vec<Entry<EndpointRate>>,
+}
+
+/// An endpoint's API-wide rate.
+#[derive(Clone, Debug)]
+pub struct EndpointRate {
+    /// Names the entry's bucket (method and path as written).
+    pub bucket: String,
+    pub rate: f64,
+    pub per: f64,
 }
 
 /// The methods `method_transforms` may turn a request into (Tyk's list).
@@ -234,6 +246,10 @@ impl Transforms {
 
     pub fn timeout_for(&self, method: &str, c: &Candidates<'_>) -> Option<Duration> {
         first(&self.timeouts, method, c).copied()
+    }
+
+    pub fn rate_limit_for(&self, method: &str, c: &Candidates<'_>) -> Option<&EndpointRate> {
+        first(&self.rate_limits, method, c)
     }
 
     pub fn breaker_for(&self, method: &str, c: &Candidates<'_>) -> Option<&Arc<Breaker>> {
@@ -338,6 +354,23 @@ impl Transforms {
                 pattern: pattern("hard_timeouts", i, &h.path)?,
                 method: h.method.clone(),
                 then: Duration::from_secs(h.timeout.unsigned_abs()),
+            });
+        }
+        // Tyk skips an entry whose rate or period is not positive.
+        for (i, r) in e
+            .rate_limit
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| !x.disabled && x.rate > 0.0 && x.per > 0.0)
+        {
+            t.rate_limits.push(Entry {
+                pattern: pattern("rate_limit", i, &r.path)?,
+                method: r.method.clone(),
+                then: EndpointRate {
+                    bucket: format!("{}:{}", r.method, r.path),
+                    rate: r.rate,
+                    per: r.per,
+                },
             });
         }
         for (i, b) in e

@@ -131,14 +131,39 @@ pub fn keyless_headers(x: &mut Exchange<'_>) -> Flow {
 /// `global_rate_limit`: one bucket per API, keyless APIs included.
 pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
     let def = &x.api.def;
-    let g = &def.global_rate_limit;
-    if g.disabled || g.rate <= 0.0 || def.disable_rate_limit {
+    if def.disable_rate_limit {
         return Flow::Continue;
     }
-    let bucket = format!("rate-limit-api-{}", x.api.id());
-    let rate = Rate {
-        rate: g.rate,
-        per: g.per,
+    // An endpoint with its own limit counts in its own bucket instead of
+    // the API's (Tyk's RateLimitForAPI).
+    let endpoint = x
+        .rules
+        .filter(|r| !r.transforms.rate_limits.is_empty())
+        .and_then(|r| {
+            let forms = super::endpoints::Forms::of(x);
+            let e = r
+                .transforms
+                .rate_limit_for(&x.req.method, &forms.candidates(false))?;
+            let bucket = format!("rate-limit-api-{}-{}", x.api.id(), e.bucket);
+            Some((
+                bucket,
+                Rate {
+                    rate: e.rate,
+                    per: e.per,
+                },
+            ))
+        });
+    let g = &def.global_rate_limit;
+    let (bucket, rate) = match endpoint {
+        Some(found) => found,
+        None if g.disabled || g.rate <= 0.0 => return Flow::Continue,
+        None => (
+            format!("rate-limit-api-{}", x.api.id()),
+            Rate {
+                rate: g.rate,
+                per: g.per,
+            },
+        ),
     };
     match x.gw.rate.check(&bucket, rate, now_ms()) {
         Some(d) if !d.allowed => x.reject(429, "API Rate Limit Exceeded"),

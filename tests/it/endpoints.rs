@@ -278,12 +278,45 @@ fn an_unbuilt_restriction_skips_the_api_and_other_lists_are_warned_about() {
     assert_eq!(send(&gw, "GET", "/ep/secret", None).status, 404);
     // An empty restriction list is nothing to enforce; a cache list is
     // only a warning.
-    let def = api(&up, json!({"rate_limit": [], "cache": ["/x"]}));
+    let def = api(&up, json!({"validate_json": [], "cache": ["/x"]}));
     let (gw, key) = start(json!({}), def);
     assert_eq!(send(&gw, "GET", "/ep/x", Some(&key)).status, 200);
     assert!(
         gw.logs_contain("extended_paths.cache is not supported yet"),
         "{}",
         gw.logs().join("\n")
+    );
+}
+
+#[test]
+fn an_endpoint_rate_limit_has_its_own_api_wide_bucket() {
+    let up = Upstream::start();
+    let mut def = api(
+        &up,
+        json!({"rate_limit": [
+            {"path": "/search", "method": "GET", "rate": 2, "per": 60},
+            {"path": "/off", "method": "GET", "rate": 1, "per": 60, "disabled": true}
+        ]}),
+    );
+    def["global_rate_limit"] = json!({"rate": 5, "per": 60});
+    let (gw, key) = start(json!({}), def);
+    let other = gw.create_key(session_for(&["ep"]));
+    let k = Some(key.as_str());
+    assert_eq!(send(&gw, "GET", "/ep/search", k).status, 200);
+    // API-wide: another key shares the endpoint's bucket.
+    assert_eq!(send(&gw, "GET", "/ep/search?q=1", Some(&other)).status, 200);
+    assert_proxy_error(
+        &send(&gw, "GET", "/ep/search", k),
+        429,
+        "API Rate Limit Exceeded",
+    );
+    // Other endpoints and methods count in the API's own bucket (5).
+    for _ in 0..5 {
+        assert_eq!(send(&gw, "GET", "/ep/off", k).status, 200);
+    }
+    assert_proxy_error(
+        &send(&gw, "POST", "/ep/search", k),
+        429,
+        "API Rate Limit Exceeded",
     );
 }
