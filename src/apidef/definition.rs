@@ -339,3 +339,32 @@ pub fn strip_nulls(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// What every per-endpoint entry has: a path pattern, a method, a switch.
+pub trait PerEndpoint {
+    fn path(&self) -> &str;
+    fn method(&self) -> &str;
+    fn disabled(&self) -> bool;
+}
+
+macro_rules! per_endpoint {
+    ($($t:ty),*) => {$(
+        impl PerEndpoint for $t {
+            fn path(&self) -> &str { &self.path }
+            fn method(&self) -> &str { &self.method }
+            fn disabled(&self) -> bool { self.disabled }
+        }
+    )*};
+}
+
+per_endpoint!(
+    EndpointMeta,
+    MockResponseMeta,
+    HeaderTransformMeta,
+    UrlRewriteMeta,
+    HardTimeoutMeta,
+    SizeLimitMeta,
+    MethodTransformMeta,
+    CircuitBreakerMeta,
+    RateLimitMeta
+);

@@ -16,7 +16,7 @@ use regex::Regex;
 
 use super::breaker::Breaker;
 use super::endpoints::{Candidates, PathMatching, PathPattern, valid_field};
-use super::{HeaderTransformMeta, VersionInfo};
+use super::{HeaderTransformMeta, PerEndpoint, VersionInfo};
 
 /// A header value with Tyk's variables, split once at load.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,30 +288,40 @@ impl Transforms {
             return Ok(t);
         }
         let e = &v.extended_paths;
-        // Only the gateway's ignore_endpoint_case applies to these (Tyk).
-        let pattern = |list: &str, i: usize, path: &str| {
-            PathPattern::compile(path, m, false).map_err(|why| (at(list, i, "path"), why))
-        };
-        let header_entries = |list: &str, metas: &[HeaderTransformMeta]| {
+        // One list's enabled entries: each path compiled (only the
+        // gateway's ignore_endpoint_case applies to these, as in Tyk), what
+        // it does made by `then` (None: skip the entry).
+        fn entries<M: PerEndpoint, T>(
+            at: &dyn Fn(&str, usize, &str) -> String,
+            m: PathMatching,
+            list: &str,
+            metas: &[M],
+            mut then: impl FnMut(usize, &M) -> Result<Option<T>, (String, String)>,
+        ) -> Result<Vec<Entry<T>>, (String, String)> {
             let mut out = Vec::new();
-            for (i, h) in metas.iter().enumerate().filter(|(_, h)| !h.disabled) {
+            for (i, meta) in metas.iter().enumerate().filter(|(_, x)| !x.disabled()) {
+                let Some(done) = then(i, meta)? else { continue };
                 out.push(Entry {
-                    pattern: pattern(list, i, &h.path)?,
-                    method: h.method.clone(),
-                    then: HeaderOps::new(&h.delete_headers, &h.add_headers),
+                    pattern: PathPattern::compile(meta.path(), m, false)
+                        .map_err(|why| (at(list, i, "path"), why))?,
+                    method: meta.method().to_string(),
+                    then: done,
                 });
             }
-            Ok::<_, (String, String)>(out)
+            Ok(out)
+        }
+        let headers = |_: usize, h: &HeaderTransformMeta| {
+            Ok(Some(HeaderOps::new(&h.delete_headers, &h.add_headers)))
         };
-        t.headers = header_entries("transform_headers", &e.transform_headers)?;
-        t.response_headers =
-            header_entries("transform_response_headers", &e.transform_response_headers)?;
-        for (i, r) in e
-            .url_rewrites
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !r.disabled)
-        {
+        t.headers = entries(&at, m, "transform_headers", &e.transform_headers, headers)?;
+        t.response_headers = entries(
+            &at,
+            m,
+            "transform_response_headers",
+            &e.transform_response_headers,
+            headers,
+        )?;
+        t.rewrites = entries(&at, m, "url_rewrites", &e.url_rewrites, |i, r| {
             if !r.triggers.is_empty() {
                 return Err((
                     at("url_rewrites", i, "triggers"),
@@ -320,94 +330,42 @@ impl Transforms {
             }
             let rx = Regex::new(&r.match_pattern)
                 .map_err(|e| (at("url_rewrites", i, "match_pattern"), e.to_string()))?;
-            t.rewrites.push(Entry {
-                pattern: pattern("url_rewrites", i, &r.path)?,
-                method: r.method.clone(),
-                then: Rewrite {
-                    pattern: rx,
-                    to: Template::parse(&r.rewrite_to),
-                },
-            });
-        }
-        for (i, mt) in e
-            .method_transforms
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.disabled)
-        {
-            t.methods.push(Entry {
-                pattern: pattern("method_transforms", i, &mt.path)?,
-                method: mt.method.clone(),
-                then: mt.to_method.to_ascii_uppercase(),
-            });
-        }
-        for (i, h) in e
-            .hard_timeouts
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.disabled)
-        {
-            if h.timeout <= 0 {
-                continue;
-            }
-            t.timeouts.push(Entry {
-                pattern: pattern("hard_timeouts", i, &h.path)?,
-                method: h.method.clone(),
-                then: Duration::from_secs(h.timeout.unsigned_abs()),
-            });
-        }
+            Ok(Some(Rewrite {
+                pattern: rx,
+                to: Template::parse(&r.rewrite_to),
+            }))
+        })?;
+        t.methods = entries(&at, m, "method_transforms", &e.method_transforms, |_, x| {
+            Ok(Some(x.to_method.to_ascii_uppercase()))
+        })?;
+        t.timeouts = entries(&at, m, "hard_timeouts", &e.hard_timeouts, |_, h| {
+            Ok((h.timeout > 0).then(|| Duration::from_secs(h.timeout.unsigned_abs())))
+        })?;
         // Tyk skips an entry whose rate or period is not positive.
-        for (i, r) in e
-            .rate_limit
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.disabled && x.rate > 0.0 && x.per > 0.0)
-        {
-            t.rate_limits.push(Entry {
-                pattern: pattern("rate_limit", i, &r.path)?,
-                method: r.method.clone(),
-                then: EndpointRate {
-                    bucket: format!("{}:{}", r.method, r.path),
-                    rate: r.rate,
-                    per: r.per,
-                },
-            });
-        }
-        for (i, b) in e
-            .circuit_breakers
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.disabled)
-        {
+        t.rate_limits = entries(&at, m, "rate_limit", &e.rate_limit, |_, r| {
+            Ok((r.rate > 0.0 && r.per > 0.0).then(|| EndpointRate {
+                bucket: format!("{}:{}", r.method, r.path),
+                rate: r.rate,
+                per: r.per,
+            }))
+        })?;
+        t.breakers = entries(&at, m, "circuit_breakers", &e.circuit_breakers, |i, b| {
             if !(b.threshold_percent > 0.0 && b.threshold_percent <= 1.0) {
                 return Err((
                     at("circuit_breakers", i, "threshold_percent"),
                     format!("must be in (0, 1], got {}", b.threshold_percent),
                 ));
             }
-            t.breakers.push(Entry {
-                pattern: pattern("circuit_breakers", i, &b.path)?,
-                method: b.method.clone(),
-                then: Arc::new(Breaker::new(
-                    b.threshold_percent,
-                    b.samples,
-                    b.return_to_service_after,
-                    !b.disable_half_open_state,
-                )),
-            });
-        }
-        for (i, s) in e
-            .size_limits
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.disabled)
-        {
-            t.size_limits.push(Entry {
-                pattern: pattern("size_limits", i, &s.path)?,
-                method: s.method.clone(),
-                then: u64::try_from(s.size_limit).unwrap_or(0),
-            });
-        }
+            Ok(Some(Arc::new(Breaker::new(
+                b.threshold_percent,
+                b.samples,
+                b.return_to_service_after,
+                !b.disable_half_open_state,
+            ))))
+        })?;
+        t.size_limits = entries(&at, m, "size_limits", &e.size_limits, |_, x| {
+            Ok(Some(u64::try_from(x.size_limit).unwrap_or(0)))
+        })?;
         Ok(t)
     }
 }

@@ -59,21 +59,17 @@ pub(super) fn store_failure(x: &Exchange<'_>, e: &crate::error::Error) -> Flow {
 pub fn basic(x: &mut Exchange<'_>) -> Flow {
     let source = x.api.auth.source(AuthMethod::Basic);
     let header = source.header.as_deref().unwrap_or("Authorization");
-    let (user, password) = match basic::read(x.req.headers.get(header)) {
-        Credentials::Given { user, password } => (user, password),
-        // No usable header: the body, when the API reads credentials there.
-        _ if x.api.basic_body.is_some() && x.nonblocking => return Flow::Defer,
-        other => match (&x.api.basic_body, other) {
-            (Some(from_body), _) => {
-                let body = x.body.as_deref().unwrap_or_default();
-                match from_body.extract(body) {
-                    Ok(found) => found,
-                    Err(why) => return x.reject(400, why),
-                }
-            }
-            (None, Credentials::Malformed(why)) => return x.reject(400, why),
-            (None, _) => return challenge(x, "Authorization field missing"),
+    let (user, password) = match (basic::read(x.req.headers.get(header)), &x.api.basic_body) {
+        (Credentials::Given { user, password }, _) => (user, password),
+        // No usable header: the body, when the API reads credentials there
+        // (on a worker: the body is read before the stages).
+        (_, Some(_)) if x.nonblocking => return Flow::Defer,
+        (_, Some(from_body)) => match from_body.extract(x.body.as_deref().unwrap_or_default()) {
+            Ok(found) => found,
+            Err(why) => return x.reject(400, why),
         },
+        (Credentials::Malformed(why), None) => return x.reject(400, why),
+        (Credentials::Missing, None) => return challenge(x, "Authorization field missing"),
     };
     let found = match find_key(x, &user) {
         Err(flow) => return flow,
