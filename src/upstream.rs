@@ -117,7 +117,8 @@ impl Upstream {
         self.exchange(wire, &mut out).map_err(|(e, _)| e)
     }
 
-    fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
+    /// A pooled connection to `address` that is still usable, if any.
+    pub fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(address)?;
         while let Some(conn) = idle.pop() {

@@ -93,6 +93,40 @@ impl WaitingRoom {
             });
             return;
         }
+        // A connection a worker left idle (after streaming a response) is
+        // as good as the loop's own: without this, every hand-off to a
+        // worker cost the loop a fresh connection.
+        if let Some(wire) = plan.upstream.take_idle(&plan.address) {
+            let fd = wire.stream.as_raw_fd();
+            let token = self.token();
+            let ready = wire.stream.set_nonblocking(true).is_ok()
+                && self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE)
+                    .is_ok();
+            if ready && (&wire.stream).write_all(&plan.head).is_ok() {
+                let ex = Exchange {
+                    client,
+                    plan,
+                    meta,
+                    deadline: now + respond,
+                    reused: true,
+                };
+                let up = Up {
+                    wire,
+                    socket,
+                    connecting: false,
+                    ex: Some(ex),
+                    idle_since: now,
+                };
+                self.ups.insert(token, up);
+                return;
+            }
+            if ready {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
         let stream = match connect_nonblocking(socket, respond) {
             Ok(s) => s,
             Err(e) => return self.fail(client, &plan, meta, UpstreamError::Broken(e)),
