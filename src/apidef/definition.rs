@@ -156,7 +156,35 @@ pub struct UrlRewriteMeta {
     pub disabled: bool,
     pub match_pattern: String,
     pub rewrite_to: String,
-    pub triggers: Vec<serde_json::Value>,
+    pub triggers: Vec<RoutingTrigger>,
+}
+
+/// A `url_rewrites` trigger: when its options match (`on`: `any` or
+/// `all`), its `rewrite_to` replaces the entry's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RoutingTrigger {
+    pub on: String,
+    pub options: TriggerOptions,
+    pub rewrite_to: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TriggerOptions {
+    pub header_matches: BTreeMap<String, StringRegexMap>,
+    pub query_val_matches: BTreeMap<String, StringRegexMap>,
+    pub path_part_matches: BTreeMap<String, StringRegexMap>,
+    pub session_meta_matches: BTreeMap<String, StringRegexMap>,
+    pub request_context_matches: BTreeMap<String, StringRegexMap>,
+    pub payload_matches: StringRegexMap,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StringRegexMap {
+    pub match_rx: String,
+    pub reverse: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

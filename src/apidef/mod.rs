@@ -11,6 +11,7 @@ mod cors;
 mod definition;
 mod endpoints;
 mod ip;
+mod rewrite;
 mod routing;
 mod transforms;
 mod versions;
@@ -32,8 +33,9 @@ pub use cors::Cors;
 pub use definition::*;
 pub use endpoints::{Access, Candidates, PathMatching, PathPattern, Reply, Verdict, valid_field};
 pub use ip::{Cidr, IpLists};
+pub use rewrite::{Captures, Inputs as RewriteInputs, Rewrite, captured};
 pub use routing::{Balancer, ListenPath, Target, canonical_listen_path, reserved_listen_path};
-pub use transforms::{HeaderOps, Part, Rewrite, Template, Transforms};
+pub use transforms::{HeaderOps, Part, Template, Transforms};
 pub use versions::{Expiry, VersionLocation, Versioning, non_versioned_default};
 
 /// A loaded API, ready for the request path.

@@ -12,10 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
-
 use super::breaker::Breaker;
 use super::endpoints::{Candidates, PathMatching, PathPattern, valid_field};
+use super::rewrite::Rewrite;
 use super::{HeaderTransformMeta, PerEndpoint, VersionInfo};
 
 /// A header value with Tyk's variables, split once at load.
@@ -122,45 +121,6 @@ impl HeaderOps {
         self.delete
             .iter()
             .any(|h| h.eq_ignore_ascii_case("x-forwarded-for"))
-    }
-}
-
-/// A `url_rewrites` entry: `match_pattern` on the path (listen path
-/// included) and query, `rewrite_to` with `$N` groups and variables. The
-/// variables are expanded in `rewrite_to` before the groups go in (Tyk does
-/// it after, which expands variables a client wrote into the path).
-#[derive(Clone, Debug)]
-pub struct Rewrite {
-    pub pattern: Regex,
-    pub to: Template,
-}
-
-impl Rewrite {
-    /// `to` (`rewrite_to` with its variables expanded) with `url`'s groups,
-    /// if the pattern matches `url`.
-    pub fn apply(&self, url: &str, to: &str) -> Option<String> {
-        let caps = self.pattern.captures(url)?;
-        let mut out = String::new();
-        let bytes = to.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'$' {
-                let digits = bytes[i + 1..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                if digits > 0 {
-                    let n: usize = to[i + 1..i + 1 + digits].parse().unwrap_or(usize::MAX);
-                    out.push_str(caps.get(n).map_or("", |m| m.as_str()));
-                    i += 1 + digits;
-                    continue;
-                }
-            }
-            let ch = to[i..].chars().next().unwrap_or('$');
-            out.push(ch);
-            i += ch.len_utf8();
-        }
-        Some(out)
     }
 }
 
@@ -322,18 +282,9 @@ impl Transforms {
             headers,
         )?;
         t.rewrites = entries(&at, m, "url_rewrites", &e.url_rewrites, |i, r| {
-            if !r.triggers.is_empty() {
-                return Err((
-                    at("url_rewrites", i, "triggers"),
-                    "rewrite triggers are not supported yet; remove them or the rewrite".into(),
-                ));
-            }
-            let rx = Regex::new(&r.match_pattern)
-                .map_err(|e| (at("url_rewrites", i, "match_pattern"), e.to_string()))?;
-            Ok(Some(Rewrite {
-                pattern: rx,
-                to: Template::parse(&r.rewrite_to),
-            }))
+            Rewrite::compile(r)
+                .map(Some)
+                .map_err(|(field, why)| (at("url_rewrites", i, &field), why))
         })?;
         t.methods = entries(&at, m, "method_transforms", &e.method_transforms, |_, x| {
             Ok(Some(x.to_method.to_ascii_uppercase()))
@@ -393,19 +344,5 @@ mod tests {
         });
         assert_eq!(out, "id=7;ip=$tyk_meta.");
         assert_eq!(Template::parse("plain").literal(), Some("plain"));
-    }
-
-    #[test]
-    fn rewrites_substitute_groups() {
-        let to = "/new/$2/$1?x=$3&cost=$";
-        let r = Rewrite {
-            pattern: Regex::new(r"/old/(\w+)/(\w+)").unwrap(),
-            to: Template::parse(to),
-        };
-        assert_eq!(
-            r.apply("/api/old/a/b", to).as_deref(),
-            Some("/new/b/a?x=&cost=$")
-        );
-        assert_eq!(r.apply("/api/other", to), None);
     }
 }

@@ -4,8 +4,9 @@
 //! the hard timeout; and the response header changes, worked out now (the
 //! session's meta data is at hand) and applied by the proxy.
 
-use crate::apidef::{HeaderOps, Part, Target, Transforms};
+use crate::apidef::{HeaderOps, Part, RewriteInputs, Target, Transforms, captured};
 use crate::http::Request;
+use crate::http::message::query_pairs;
 use crate::session::Session;
 
 use super::endpoints::Forms;
@@ -42,7 +43,17 @@ pub fn request(x: &mut Exchange<'_>) -> Flow {
             "" => forms.full.to_string(),
             q => format!("{}?{q}", forms.full),
         };
-        let to = rw.to.render(|p| vars.get(p).map(|v| query_escape(&v)));
+        let (to, caps) = rw.choose(&TriggerInputs {
+            vars: &vars,
+            path: forms.full,
+        });
+        let to = to.render(|p| {
+            let trigger = match p {
+                Part::Context(k) => captured(&caps, k),
+                _ => None,
+            };
+            trigger.or_else(|| vars.get(p)).map(|v| query_escape(&v))
+        });
         rw.apply(&url, &to)
     });
     let to_method = t.method_for(method, &c).cloned();
@@ -143,6 +154,42 @@ impl Vars<'_> {
                 }
             },
         }
+    }
+}
+
+/// What rewrite triggers read: the request as the stage sees it.
+struct TriggerInputs<'a> {
+    vars: &'a Vars<'a>,
+    /// The canonical path, listen path included.
+    path: &'a str,
+}
+
+impl RewriteInputs for TriggerInputs<'_> {
+    fn header(&self, name: &str) -> Vec<String> {
+        let values = self.vars.req.headers.get_all(name);
+        values
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    fn query(&self, name: &str) -> Vec<String> {
+        let pairs = query_pairs(&self.vars.req.query);
+        pairs.filter(|(k, _)| k == name).map(|(_, v)| v).collect()
+    }
+
+    fn path(&self) -> &str {
+        self.path
+    }
+
+    fn meta(&self, key: &str) -> Option<String> {
+        match self.vars.session?.meta_data.get(key)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn context(&self, key: &str) -> Option<String> {
+        self.vars.get(&Part::Context(key.to_string()))
     }
 }
 

@@ -188,26 +188,143 @@ fn a_rewrite_to_an_absolute_url_changes_the_upstream() {
     );
 }
 
-#[test]
-fn rewrite_triggers_are_refused_at_load_rather_than_ignored() {
-    let up = Upstream::start();
-    let def = api(
-        &up,
+/// A rewrite of `/flag` to `/default` whose triggers pick other targets.
+fn triggered(up: &Upstream, triggers: Value) -> (Gateway, String) {
+    start(api(
+        up,
         json!({"extended_paths": {"url_rewrites": [
-            {"path": "/a", "method": "GET", "match_pattern": "/a", "rewrite_to": "/b",
-             "triggers": [{"on": "any", "options": {"header_matches": {"X-A": {"match_rx": "1"}}}, "rewrite_to": "/c"}]}
+            {"path": "/flag", "method": "GET", "match_pattern": "/tx/flag(.*)",
+             "rewrite_to": "/default$1", "triggers": triggers}
         ]}}),
+    ))
+}
+
+#[test]
+fn rewrite_triggers_on_headers_query_and_path_parts_pick_the_target() {
+    let up = Upstream::start();
+    let (gw, key) = triggered(
+        &up,
+        json!([
+            {"on": "all", "rewrite_to": "/beta/$tyk_context.trigger-0-X-Beta-0-0",
+             "options": {"header_matches": {"x-beta": {"match_rx": "^on-(\\w+)$"}},
+                         "query_val_matches": {"plan": {"match_rx": "^(pro|team)$"}}}},
+            {"on": "any", "rewrite_to": "/by-query/$tyk_context.trigger-1-plan-0",
+             "options": {"query_val_matches": {"plan": {"match_rx": ".+"}},
+                         "path_part_matches": {"p": {"match_rx": "^flagged$"}}}},
+            {"on": "any", "rewrite_to": "/tier/$tyk_context.trigger-2-user",
+             "options": {"session_meta_matches": {"user": {"match_rx": "^ann$"}}}}
+        ]),
     );
-    let gw = Gateway::start(json!({}), &[("tx", def)]);
-    let field = "version_data.versions.Default.extended_paths.url_rewrites[0].triggers";
-    assert!(
-        gw.logs()
-            .iter()
-            .any(|l| l.contains("ERROR") && l.contains(field)),
-        "{}",
-        gw.logs().join("\n")
+    let target = |path: &str, extra: &[(&str, &str)]| {
+        let r = send(&gw, "GET", path, &key, extra);
+        assert_eq!(r.status, 200, "{}", r.text());
+        up.last_request().unwrap().target
+    };
+    // Header and query both match: the first trigger, with a header group.
+    assert_eq!(
+        target("/tx/flag?plan=pro", &[("X-BETA", "on-x1")]),
+        "/base/beta/x1"
     );
+    // The header alone is not `all`: the second trigger takes the query.
+    assert_eq!(
+        target("/tx/flag?plan=free", &[("X-Beta", "on-x1")]),
+        "/base/by-query/free"
+    );
+    // A header of another name, or a value that misses, does not count.
+    assert_eq!(
+        target("/tx/flag?plan=pro", &[("X-Betaa", "on-x1")]),
+        "/base/by-query/pro"
+    );
+    // A path part, matched whole.
+    assert_eq!(target("/tx/flag/x/flagged", &[]), "/base/by-query/");
+    assert_eq!(target("/tx/flag/x/unflagged", &[]), "/base/tier/ann");
+    // No trigger for another key's session: the entry's own rewrite_to.
+    let other = gw.create_key(session_for(&["tx"]));
+    let r = send(&gw, "GET", "/tx/flag/z", &other, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last_request().unwrap().target, "/base/default/z");
+}
+
+#[test]
+fn reverse_triggers_need_the_value_present_and_escape_what_they_capture() {
+    let up = Upstream::start();
+    let (gw, key) = triggered(
+        &up,
+        json!([
+            {"on": "any", "rewrite_to": "/guest",
+             "options": {"header_matches": {"X-Role": {"match_rx": "^admin$", "reverse": true}}}},
+            {"on": "any", "rewrite_to": "/echo?v=$tyk_context.trigger-1-X-Val-0",
+             "options": {"header_matches": {"X-Val": {"match_rx": ".+"}}}}
+        ]),
+    );
+    send(&gw, "GET", "/tx/flag", &key, &[]);
+    assert_eq!(up.last_request().unwrap().target, "/base/default");
+    send(&gw, "GET", "/tx/flag", &key, &[("X-Role", "admin")]);
+    assert_eq!(up.last_request().unwrap().target, "/base/default");
+    send(&gw, "GET", "/tx/flag", &key, &[("X-Role", "Admin")]);
+    assert_eq!(up.last_request().unwrap().target, "/base/guest");
+    // A captured value cannot add path segments or query parameters.
+    send(
+        &gw,
+        "GET",
+        "/tx/flag",
+        &key,
+        &[("X-Val", "a b&admin=1/../x")],
+    );
+    assert_eq!(
+        up.last_request().unwrap().target,
+        "/base/echo?v=a+b%26admin%3D1%2F..%2Fx"
+    );
+}
+
+#[test]
+fn bad_rewrite_triggers_are_refused_at_load_naming_the_field() {
+    let up = Upstream::start();
+    let bad = |triggers: Value| {
+        api(
+            &up,
+            json!({"extended_paths": {"url_rewrites": [
+                {"path": "/a", "method": "GET", "match_pattern": "/a", "rewrite_to": "/b", "triggers": triggers}
+            ]}}),
+        )
+    };
+    let mut good = api(&up, json!({}));
+    good["api_id"] = json!("ok");
+    good["proxy"]["listen_path"] = json!("/ok/");
+    let gw = Gateway::start(
+        json!({}),
+        &[
+            ("typo", bad(json!([{"on": "Any", "rewrite_to": "/c"}]))),
+            (
+                "regex",
+                bad(json!([{"on": "any", "rewrite_to": "/c",
+                    "options": {"query_val_matches": {"q": {"match_rx": "("}}}}])),
+            ),
+            (
+                "payload",
+                bad(json!([{"on": "any", "rewrite_to": "/c",
+                    "options": {"payload_matches": {"match_rx": "x"}}}])),
+            ),
+            ("ok", good),
+        ],
+    );
+    let at = "version_data.versions.Default.extended_paths.url_rewrites[0].triggers[0]";
+    for field in [
+        format!("{at}.on"),
+        format!("{at}.options.query_val_matches.q.match_rx"),
+        format!("{at}.options.payload_matches"),
+    ] {
+        assert!(
+            gw.logs()
+                .iter()
+                .any(|l| l.contains("ERROR") && l.contains(&field)),
+            "{field}: {}",
+            gw.logs().join("\n")
+        );
+    }
     assert_eq!(gw.get("/tx/a", &[]).status, 404);
+    let key = gw.create_key(session_for(&["ok"]));
+    assert_eq!(send(&gw, "GET", "/ok/a", &key, &[]).status, 200);
 }
 
 #[test]

@@ -441,14 +441,17 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
-    /// True when some log line contains `needle`.
+    /// True when some log line contains `needle`, waiting up to 5 s for
+    /// it: stderr is read by a thread of ours, so a line the gateway wrote
+    /// before it answered may not have reached `logs` yet under load.
     pub fn logs_contain(&self, needle: &str) -> bool {
-        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.wait_for_log(needle, Duration::from_secs(5))
     }
 
     /// Waits (bounded) for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
-        super::eventually(|| self.logs_contain(needle), within)
+        let seen = || self.logs.lock().unwrap().iter().any(|l| l.contains(needle));
+        super::eventually(seen, within)
     }
 
     /// SIGKILL, then wait for the process.
