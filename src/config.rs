@@ -17,7 +17,9 @@ use crate::auth::policy::PolicySource;
 use crate::error::Error;
 use crate::http::Limits;
 use crate::http::path::{Cleaning, PathRules, RawPathRules};
+use crate::http::tls::{CertSource, ListenerTls, Versions};
 use crate::keyid::HashAlg;
+use crate::upstream::tls::ClientTls;
 
 /// Tyk's published sample secret: with it the admin API is loopback-only.
 pub const SAMPLE_SECRET: &str = "352d20ee67be67f6340b4c0605b044b7";
@@ -52,6 +54,11 @@ pub struct RawConfig {
     pub storage: RawStorage,
     pub policies: RawPolicies,
     pub jwks: RawJwks,
+    // TLS to upstreams (`upstream::tls`).
+    pub proxy_ssl_insecure_skip_verify: bool,
+    pub proxy_ssl_min_version: i64,
+    pub proxy_ssl_max_version: i64,
+    pub proxy_ssl_ciphers: Vec<String>,
     /// Ours: milliseconds between background writes of counters.
     pub quota_persist_interval: Option<i64>,
     /// Ours: the built-in echo upstream; absent = off.
@@ -72,6 +79,22 @@ pub struct RawHttpServerOptions {
     pub max_request_body_size: i64,
     /// Tyk's switch for forwarding raw paths: `gatehouse.paths.path_cleaning: off`.
     pub skip_url_cleaning: bool,
+    // TLS on the listeners (`http::tls`).
+    pub use_ssl: bool,
+    pub certificates: Vec<RawCertData>,
+    pub ssl_certificates: Vec<String>,
+    pub min_version: i64,
+    pub max_version: i64,
+    pub ssl_ciphers: Vec<String>,
+}
+
+/// `http_server_options.certificates[]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCertData {
+    pub domain_name: String,
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// `policies` (CONTRACT §8): file mode only.
@@ -218,6 +241,10 @@ pub struct Config {
     pub session_cache: usize,
     pub echo_upstream: Option<SocketAddr>,
     pub server: ServerConfig,
+    /// `use_ssl`: TLS on the proxy and admin listeners.
+    pub listener_tls: Option<ListenerTls>,
+    /// `proxy_ssl_*`: TLS to `https://` upstreams.
+    pub upstream_tls: ClientTls,
 }
 
 impl Config {
@@ -422,6 +449,7 @@ impl RawConfig {
             name => name.to_string(),
         };
         let server = self.server_config(file)?;
+        let (listener_tls, upstream_tls) = self.tls(file, &resolve)?;
         let g = &self.gatehouse;
         Ok(Config {
             file: file.to_path_buf(),
@@ -518,6 +546,8 @@ impl RawConfig {
             )?)
             .unwrap_or(usize::MAX),
             server,
+            listener_tls,
+            upstream_tls,
         })
     }
 
@@ -599,6 +629,59 @@ impl RawConfig {
             );
         }
         Ok(())
+    }
+
+    /// `http_server_options`' TLS fields (files resolved, not read yet:
+    /// `http::tls` reads them when the listeners are bound) and the
+    /// `proxy_ssl_*` ones.
+    fn tls(
+        &self,
+        file: &Path,
+        resolve: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<(Option<ListenerTls>, ClientTls), Error> {
+        let o = &self.http_server_options;
+        let versions = Versions::new(o.min_version, o.max_version).map_err(|(field, why)| {
+            Error::config(file, &format!("http_server_options.{field}"), why)
+        })?;
+        let mut certs = Vec::new();
+        for (i, c) in o.certificates.iter().enumerate() {
+            let field = format!("http_server_options.certificates[{i}]");
+            for (name, value) in [("cert_file", &c.cert_file), ("key_file", &c.key_file)] {
+                if value.is_empty() {
+                    return Err(Error::config(file, &format!("{field}.{name}"), "is empty"));
+                }
+            }
+            certs.push(CertSource {
+                domain: c.domain_name.clone(),
+                cert_file: resolve(&c.cert_file),
+                key_file: resolve(&c.key_file),
+                field,
+            });
+        }
+        for (i, path) in o.ssl_certificates.iter().enumerate() {
+            // Tyk also takes Certificate Store ids here; Gatehouse has no
+            // store: a path to one PEM file holding the key and the chain.
+            certs.push(CertSource {
+                domain: String::new(),
+                cert_file: resolve(path),
+                key_file: resolve(path),
+                field: format!("http_server_options.ssl_certificates[{i}]"),
+            });
+        }
+        let listener = o.use_ssl.then(|| ListenerTls {
+            certs,
+            versions,
+            ciphers: o.ssl_ciphers.clone(),
+        });
+        let upstream_versions =
+            Versions::new(self.proxy_ssl_min_version, self.proxy_ssl_max_version)
+                .map_err(|(field, why)| Error::config(file, &format!("proxy_ssl_{field}"), why))?;
+        let upstream = ClientTls {
+            insecure: self.proxy_ssl_insecure_skip_verify,
+            versions: upstream_versions,
+            ciphers: self.proxy_ssl_ciphers.clone(),
+        };
+        Ok((listener, upstream))
     }
 
     fn server_config(&self, file: &Path) -> Result<ServerConfig, Error> {

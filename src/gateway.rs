@@ -87,6 +87,7 @@ impl Gateway {
             config.connect_timeout,
             config.proxy_timeout,
             config.server.limits.clone(),
+            config.upstream_tls.clone(),
         );
         Ok(Arc::new(Gateway {
             store,

@@ -68,15 +68,27 @@ fn bind(
     addr: std::net::SocketAddr,
     handler: Arc<dyn Handler>,
     what: &str,
+    tls: Option<&Arc<rustls::ServerConfig>>,
 ) -> Result<Listener, Error> {
-    let l = Listener::bind(addr, handler)
+    let mut l = Listener::bind(addr, handler)
         .map_err(|e| Error::io(format!("cannot listen on {addr} ({what})"), e))?;
     info!("listening on {} ({what})", l.local_addr());
+    if let Some(config) = tls {
+        l = l.with_tls(config.clone());
+        info!("{} ({what}) speaks TLS only", l.local_addr());
+    }
     Ok(l)
 }
 
 fn bind_all(gw: &Arc<Gateway>) -> Result<Vec<Listener>, Error> {
     let cfg = &gw.config;
+    // `use_ssl` covers the proxy and the admin listener, as in Tyk.
+    let tls = match &cfg.listener_tls {
+        Some(t) => Some(
+            http::tls::server_config(t).map_err(|e| Error::config(&cfg.file, &e.field, e.why))?,
+        ),
+        None => None,
+    };
     let separate = cfg.control_listen.is_some();
     let main = Router {
         gw: gw.clone(),
@@ -87,6 +99,7 @@ fn bind_all(gw: &Arc<Gateway>) -> Result<Vec<Listener>, Error> {
         cfg.listen,
         Arc::new(main),
         if separate { "proxy" } else { "proxy and admin" },
+        tls.as_ref(),
     )?];
     if let Some(addr) = cfg.control_listen {
         let admin = Router {
@@ -94,10 +107,10 @@ fn bind_all(gw: &Arc<Gateway>) -> Result<Vec<Listener>, Error> {
             admin: true,
             proxy: false,
         };
-        out.push(bind(addr, Arc::new(admin), "admin")?);
+        out.push(bind(addr, Arc::new(admin), "admin", tls.as_ref())?);
     }
     if let Some(addr) = cfg.echo_upstream {
-        out.push(bind(addr, Arc::new(echo::Echo), "echo upstream")?);
+        out.push(bind(addr, Arc::new(echo::Echo), "echo upstream", None)?);
     }
     Ok(out)
 }

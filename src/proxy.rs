@@ -14,6 +14,7 @@ use crate::http::codec::{ResponseHead, encode_request_head};
 use crate::http::path::{self, Reject};
 use crate::http::{Body, Framing, Headers, Response, Upgraded};
 use crate::pipeline::Exchange;
+use crate::upstream::tls::TlsTo;
 use crate::upstream::{Outgoing, Upstream, UpstreamError};
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded.
@@ -254,8 +255,11 @@ fn upstream_headers(x: &Exchange<'_>, upstream: &Target) -> Headers {
 pub struct Forward {
     pub upstream: Arc<Upstream>,
     pub address: String,
-    /// The upstream as a socket address, when the target names an IP.
+    /// The upstream as a socket address, when the target names an IP (and
+    /// the event loop may connect to it: never for TLS).
     pub socket: Option<SocketAddr>,
+    /// `https://`: how to speak TLS to it.
+    pub tls: Option<TlsTo>,
     pub head: Vec<u8>,
     pub framing: Framing,
     /// Safe to send twice (idempotent method, no body).
@@ -324,6 +328,20 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         }
         None => upstream_target(x.api, upstream, path, &query, x.strip_version.as_deref()),
     };
+    let tls = match upstream.tls {
+        false => None,
+        true => match x.gw.upstream.tls_to(&x.api.transport, &upstream.host) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                log::error!("api {}: upstream {}: {why}", x.api.id(), upstream.address);
+                return Err(proxy_error(
+                    500,
+                    "There was a problem proxying the request",
+                    cfg.hide_generator_header,
+                ));
+            }
+        },
+    };
     let headers = upstream_headers(x, upstream);
     let mut head = Vec::with_capacity(512);
     encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
@@ -335,7 +353,8 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
     Ok(Forward {
         upstream: x.gw.upstream.clone(),
         address: upstream.address.clone(),
-        socket: upstream.socket,
+        socket: upstream.socket.filter(|_| tls.is_none()),
+        tls,
         head,
         framing: x.req.framing,
         replayable: idempotent && x.req.framing == Framing::None,
@@ -409,6 +428,7 @@ impl Forward {
             head_request: self.head_request,
             timeout: self.timeout,
             upgrade: false,
+            tls: self.tls.as_ref(),
         };
         match self.upstream.send(out) {
             Ok((head, body)) => {
@@ -438,6 +458,7 @@ impl Forward {
             head_request: false,
             timeout: self.timeout,
             upgrade: true,
+            tls: self.tls.as_ref(),
         };
         let (head, body) = match self.upstream.send(out) {
             Ok(answer) => answer,

@@ -185,15 +185,6 @@ impl JwtSpec {
         let keys = if source.is_empty() {
             JwtKeys::PerKey
         } else if let Some(url) = jwt::jwks_url(source) {
-            if url
-                .get(..8)
-                .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
-            {
-                log::warn!(
-                    "{}: jwt_source {url} is an https JWKS URL, which needs TLS upstreams (not built yet): every token is refused",
-                    file.display()
-                );
-            }
             JwtKeys::Jwks(url)
         } else {
             let key = jwt::VerifyKey::new(family, &jwt::key_bytes(source));

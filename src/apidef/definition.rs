@@ -233,6 +233,19 @@ pub struct ProxyConfig {
     pub disable_strip_slash: bool,
     pub enable_load_balancing: bool,
     pub target_list: Vec<String>,
+    pub transport: TransportMeta,
+}
+
+/// `proxy.transport`: TLS to the upstream, over the gateway's settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TransportMeta {
+    pub ssl_insecure_skip_verify: bool,
+    pub ssl_ciphers: Vec<String>,
+    pub ssl_min_version: i64,
+    pub ssl_max_version: i64,
+    pub ssl_force_common_name_check: bool,
+    pub proxy_url: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -25,7 +25,9 @@ use versions::compile_versions;
 
 use crate::auth::basic::BodyCredentials;
 use crate::error::Error;
+use crate::http::tls::Versions;
 use crate::pipeline::{self, Step};
+use crate::upstream::tls::ClientTls;
 
 pub use auth::{AuthChain, AuthMethod, AuthSource, JwtKeys, JwtSpec};
 pub use breaker::Breaker;
@@ -45,6 +47,8 @@ pub struct ApiSpec {
     pub raw: Value,
     pub listen: ListenPath,
     pub target: Target,
+    /// `proxy.transport`: TLS to `https://` targets, over the gateway's.
+    pub transport: ClientTls,
     pub auth: AuthChain,
     /// With `basic_auth.extract_from_body`: how credentials are read from
     /// a body when the header has none.
@@ -197,6 +201,7 @@ impl ApiSpec {
         } else {
             None
         };
+        let transport = compile_transport(file, &def.proxy.transport)?;
         let versioning = compile_versions(&def);
         let mut endpoints = HashMap::new();
         for (name, v) in &def.version_data.versions {
@@ -221,12 +226,39 @@ impl ApiSpec {
             endpoints,
             expiration: Expiry::parse(&def.expiration),
             target,
+            transport,
             versioning,
             stages,
             def,
             raw,
         })
     }
+}
+
+/// `proxy.transport`'s TLS settings; what is not built is warned about.
+fn compile_transport(file: &Path, t: &TransportMeta) -> Result<ClientTls, Error> {
+    let versions =
+        Versions::new(t.ssl_min_version, t.ssl_max_version).map_err(|(field, why)| {
+            let field = format!("proxy.transport.ssl_{field}");
+            Error::config(file, &field, why)
+        })?;
+    if t.ssl_force_common_name_check {
+        log::warn!(
+            "{}: proxy.transport.ssl_force_common_name_check has no effect: certificates are checked against their subject alternative names",
+            file.display()
+        );
+    }
+    if !t.proxy_url.is_empty() {
+        log::warn!(
+            "{}: proxy.transport.proxy_url is not supported yet: upstreams are reached directly",
+            file.display()
+        );
+    }
+    Ok(ClientTls {
+        insecure: t.ssl_insecure_skip_verify,
+        versions,
+        ciphers: t.ssl_ciphers.clone(),
+    })
 }
 
 /// An `api_id` must be usable as a file name inside `app_path`.

@@ -18,16 +18,18 @@ pub struct Target {
     pub authority: String,
     pub path: String,
     pub query: String,
+    /// `https://`: TLS, with `host` as the name the certificate must have.
+    pub tls: bool,
+    /// The host without port or brackets.
+    pub host: String,
 }
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err("https upstreams are not supported yet".into());
-            }
-            _ => return Err(format!("not an http:// URL: {url:?}")),
+        let (rest, tls) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, false),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, true),
+            _ => return Err(format!("not an http:// or https:// URL: {url:?}")),
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..end];
@@ -40,10 +42,15 @@ impl Target {
             Some(v6) => v6.contains("]:"),
             None => authority.contains(':'),
         };
-        let address = if has_port {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
+        let address = match (has_port, tls) {
+            (true, _) => authority.to_string(),
+            (false, false) => format!("{authority}:80"),
+            (false, true) => format!("{authority}:443"),
+        };
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None if has_port => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+            None => authority,
         };
         Ok(Target {
             socket: address.parse().ok(),
@@ -51,6 +58,8 @@ impl Target {
             authority: authority.to_string(),
             path: path.to_string(),
             query: query.to_string(),
+            tls,
+            host: host.to_string(),
         })
     }
 }
@@ -260,7 +269,16 @@ mod tests {
         let t = Target::parse("http://[::1]:81/x").unwrap();
         assert_eq!(t.address, "[::1]:81");
         assert_eq!(Target::parse("http://[::1]/").unwrap().address, "[::1]:80");
-        assert!(Target::parse("https://x").is_err());
+        let t = Target::parse("https://x").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.host.as_str(), t.tls),
+            ("x:443", "x", true)
+        );
+        let t = Target::parse("HTTPS://[::1]:8443/p").unwrap();
+        assert_eq!((t.address.as_str(), t.host.as_str()), ("[::1]:8443", "::1"));
+        let t = Target::parse("http://h.example:81").unwrap();
+        assert_eq!((t.host.as_str(), t.tls), ("h.example", false));
+        assert!(Target::parse("ftp://x").is_err());
         assert!(Target::parse("x.org").is_err());
     }
 

@@ -185,8 +185,8 @@ impl<'a, S: Read + Write> BodyReader<'a, S> {
     }
 
     /// The stream under the body, to answer on while the body is unread.
-    pub fn stream(&self) -> &S {
-        &self.wire.stream
+    pub fn stream(&mut self) -> &mut S {
+        &mut self.wire.stream
     }
 
     /// Whether `drain(max)` can possibly finish: the body is done, or what

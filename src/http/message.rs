@@ -178,7 +178,7 @@ pub enum Body {
 /// The upstream side of an upgraded connection, with any bytes it sent
 /// after its `101` head.
 pub struct Upgraded {
-    pub stream: std::net::TcpStream,
+    pub stream: super::Stream,
     pub buffered: Vec<u8>,
 }
 

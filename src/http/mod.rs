@@ -7,7 +7,10 @@ pub mod body;
 pub mod codec;
 pub mod message;
 pub mod path;
+pub mod stream;
+pub mod tls;
 
 pub use body::{BodyReader, ChunkedWriter, Wire, copy_body, copy_sides};
 pub use codec::{HeadError, Limits};
 pub use message::{Body, BodySource, Framing, Headers, Request, Response, Upgraded, Version};
+pub use stream::Stream;

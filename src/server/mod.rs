@@ -13,7 +13,7 @@
 
 use crossbeam_channel::Sender;
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -24,7 +24,7 @@ use mio::{Poll, Token, Waker};
 
 use crate::config::ServerConfig;
 use crate::http::codec::{RequestHead, ResponseHead};
-use crate::http::{Request, Response, Version, Wire};
+use crate::http::{Request, Response, Stream, Version, Wire};
 use crate::pipeline::Prepared;
 use crate::proxy::Forward;
 
@@ -56,7 +56,7 @@ pub(crate) enum Job {
     /// lookup, a dead pooled connection to retry).
     Forward(Conn, Meta, Box<Forward>),
     /// An upstream response whose body must be streamed.
-    Stream(Conn, Meta, Box<Forward>, ResponseHead, Wire<TcpStream>),
+    Stream(Conn, Meta, Box<Forward>, ResponseHead, Wire<Stream>),
 }
 
 /// What answering a request needs to know about it.
@@ -99,6 +99,8 @@ const GRACE: Duration = Duration::from_secs(10);
 pub struct Listener {
     pub socket: TcpListener,
     pub handler: Arc<dyn Handler>,
+    /// TLS on this listener: every connection starts with a handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Listener {
@@ -116,7 +118,17 @@ impl Listener {
         raw.listen(BACKLOG)?;
         let socket: TcpListener = raw.into();
         socket.set_nonblocking(true)?;
-        Ok(Listener { socket, handler })
+        Ok(Listener {
+            socket,
+            handler,
+            tls: None,
+        })
+    }
+
+    /// Serves TLS with `config` (its certificates chosen by SNI).
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Listener {
+        self.tls = Some(config);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -128,7 +140,7 @@ impl Listener {
 
 /// A client connection and what the waiting room knows of it.
 pub(crate) struct Conn {
-    wire: Wire<TcpStream>,
+    wire: Wire<Stream>,
     peer: SocketAddr,
     listener: usize,
     /// When it last became idle (accepted, or handed back).
@@ -157,6 +169,8 @@ impl Drop for ConnCount {
 struct Shared {
     cfg: ServerConfig,
     handlers: Vec<Arc<dyn Handler>>,
+    /// Each listener's TLS, by listener index.
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     shutdown: Arc<AtomicBool>,
     open: Arc<AtomicUsize>,
     busy: AtomicUsize,
@@ -187,6 +201,7 @@ pub fn serve(
     let (back_tx, back_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         handlers: listeners.iter().map(|l| l.handler.clone()).collect(),
+        tls: listeners.iter().map(|l| l.tls.clone()).collect(),
         cfg,
         shutdown,
         open: Arc::new(AtomicUsize::new(0)),

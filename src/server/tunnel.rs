@@ -4,7 +4,6 @@
 //! long-lived socket never holds a worker; their number is capped.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use log::debug;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use crate::http::Upgraded;
+use crate::http::{Stream, Upgraded};
 
 /// Tunnels open at once, at most.
 pub const MAX_TUNNELS: usize = 1024;
@@ -29,7 +28,7 @@ impl Tunnels {
     /// could start; the caller closes both.
     pub fn start(
         &self,
-        client: TcpStream,
+        mut client: Stream,
         early: Vec<u8>,
         up: Upgraded,
         idle: Duration,
@@ -39,15 +38,19 @@ impl Tunnels {
             return Err(io::Error::other("too many open tunnels"));
         }
         let open = self.open.clone();
+        let Upgraded {
+            stream: mut upstream,
+            buffered,
+        } = up;
         let spawned = std::thread::Builder::new()
             .name("gatehouse-tunnel".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                if let Err(e) = relay(&client, &early, &up, idle) {
+                if let Err(e) = relay(&mut client, &early, &mut upstream, &buffered, idle) {
                     debug!("tunnel: {e}");
                 }
-                let _ = client.shutdown(Shutdown::Both);
-                let _ = up.stream.shutdown(Shutdown::Both);
+                client.shutdown();
+                upstream.shutdown();
                 open.fetch_sub(1, Ordering::SeqCst);
             });
         spawned.map(drop).inspect_err(|_| {
@@ -57,44 +60,64 @@ impl Tunnels {
 }
 
 /// Copies bytes both ways until a side closes, an error, or `idle`.
-fn relay(client: &TcpStream, early: &[u8], up: &Upgraded, idle: Duration) -> io::Result<()> {
-    let upstream = &up.stream;
-    for s in [client, upstream] {
+fn relay(
+    client: &mut Stream,
+    early: &[u8],
+    upstream: &mut Stream,
+    late: &[u8],
+    idle: Duration,
+) -> io::Result<()> {
+    // Reads only follow a poll, but a TLS record may arrive in parts: a
+    // peer that stops mid-record is cut off after `idle`, not waited on.
+    let bound = Some(idle.max(Duration::from_secs(1)));
+    for s in [&*client, &*upstream] {
         s.set_nonblocking(false)?;
-        s.set_read_timeout(None)?;
-        s.set_write_timeout(Some(idle.max(Duration::from_secs(1))))?;
+        s.set_read_timeout(bound)?;
+        s.set_write_timeout(bound)?;
     }
-    (&*upstream).write_all(early)?;
-    (&*client).write_all(&up.buffered)?;
+    upstream.write_all(early)?;
+    upstream.flush()?;
+    client.write_all(late)?;
+    client.flush()?;
     let timeout = Timespec::try_from(idle).ok();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let mut fds = [
-            PollFd::new(client, PollFlags::IN),
-            PollFd::new(upstream, PollFlags::IN),
-        ];
-        let ready = poll(&mut fds, timeout.as_ref()).map_err(io::Error::from)?;
-        if ready == 0 {
-            debug!("tunnel: idle for {} s, closing", idle.as_secs());
+        // Bytes a TLS session already decrypted never show up in a poll.
+        let (c_ready, u_ready) = (client.has_plaintext(), upstream.has_plaintext());
+        let (c, u) = if c_ready || u_ready {
+            (c_ready, u_ready)
+        } else {
+            let mut fds = [
+                PollFd::new(&*client, PollFlags::IN),
+                PollFd::new(&*upstream, PollFlags::IN),
+            ];
+            let ready = poll(&mut fds, timeout.as_ref()).map_err(io::Error::from)?;
+            if ready == 0 {
+                debug!("tunnel: idle for {} s, closing", idle.as_secs());
+                return Ok(());
+            }
+            let any = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
+            (
+                fds[0].revents().intersects(any),
+                fds[1].revents().intersects(any),
+            )
+        };
+        if c && !pump(client, upstream, &mut buf)? {
             return Ok(());
         }
-        let (c, u) = (fds[0].revents(), fds[1].revents());
-        let any = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
-        if c.intersects(any) && !pump(client, upstream, &mut buf)? {
-            return Ok(());
-        }
-        if u.intersects(any) && !pump(upstream, client, &mut buf)? {
+        if u && !pump(upstream, client, &mut buf)? {
             return Ok(());
         }
     }
 }
 
 /// One read from `from`, written whole to `to`; false at end of stream.
-fn pump(mut from: &TcpStream, mut to: &TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+fn pump(from: &mut Stream, to: &mut Stream, buf: &mut [u8]) -> io::Result<bool> {
     let n = from.read(buf)?;
     if n == 0 {
         return Ok(false);
     }
     to.write_all(&buf[..n])?;
+    to.flush()?;
     Ok(true)
 }

@@ -4,7 +4,6 @@
 //! lingers briefly for the next request, and hands the connection back.
 
 use std::io::{self, BufWriter, Write};
-use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +13,7 @@ use crossbeam_channel::Receiver;
 use log::{debug, error};
 
 use crate::http::codec::{self, RequestHead, encode_response_head, head_ready, leading_blank};
-use crate::http::{Body, BodyReader, ChunkedWriter, Framing, Response, Version};
+use crate::http::{Body, BodyReader, ChunkedWriter, Framing, Response, Stream, Version};
 
 use super::{Conn, DRAIN_LIMIT, Job, Meta, Shared};
 
@@ -72,9 +71,15 @@ fn run(shared: &Shared, job: Job) -> Option<Conn> {
 }
 
 /// Writes `res` for a request described by `meta`, then serves on.
-fn answer(shared: &Shared, conn: Conn, res: Response, meta: Meta) -> Option<Conn> {
+fn answer(shared: &Shared, mut conn: Conn, res: Response, meta: Meta) -> Option<Conn> {
     let close = meta.must_close(shared, &res);
-    match write_response(&conn.wire.stream, res, meta.is_head, close, meta.version) {
+    match write_response(
+        &mut conn.wire.stream,
+        res,
+        meta.is_head,
+        close,
+        meta.version,
+    ) {
         Ok(true) if !close => serve_conn(shared, conn),
         Ok(_) => None,
         Err(e) => {
@@ -126,7 +131,7 @@ fn serve_conn(shared: &Shared, mut conn: Conn) -> Option<Conn> {
         if others_wait
             || stopping
             || !conn.wire.buffered().is_empty()
-            || !readable_within(&conn.wire.stream, cfg.linger)
+            || !readable_within(&mut conn.wire.stream, cfg.linger)
         {
             return Some(conn);
         }
@@ -138,7 +143,10 @@ fn serve_conn(shared: &Shared, mut conn: Conn) -> Option<Conn> {
 }
 
 /// Waits up to `linger` for `stream` to become readable (one poll).
-fn readable_within(stream: &TcpStream, linger: Duration) -> bool {
+fn readable_within(stream: &mut Stream, linger: Duration) -> bool {
+    if stream.has_plaintext() {
+        return true;
+    }
     if linger.is_zero() {
         return false;
     }
@@ -165,7 +173,7 @@ fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<RequestHead>) -> b
             Err(e) => {
                 debug!("server: {} bad request head: {e}", conn.peer);
                 let res = Response::text(e.status(), crate::http::message::reason(e.status()));
-                let _ = write_response(&conn.wire.stream, res, false, true, Version::Http11);
+                let _ = write_response(&mut conn.wire.stream, res, false, true, Version::Http11);
                 return false;
             }
         },
@@ -204,13 +212,16 @@ fn switch(shared: &Shared, conn: &mut Conn, res: Response) -> bool {
     };
     let mut head = Vec::with_capacity(256);
     encode_response_head(&mut head, 101, &res.headers, Framing::None, false);
-    if let Err(e) = (&conn.wire.stream).write_all(&head) {
+    let written = conn.wire.stream.write_all(&head);
+    if let Err(e) = written.and_then(|()| conn.wire.stream.flush()) {
         debug!("server: writing 101 to {} failed: {e}", conn.peer);
         return false;
     }
     let early = conn.wire.buffered().to_vec();
-    let client = match conn.wire.stream.try_clone() {
-        Ok(c) => c,
+    // The tunnel takes the stream (and its TLS session); the connection,
+    // dropped by the caller, keeps a duplicate of the socket's descriptor.
+    let client = match conn.wire.stream.tcp().try_clone() {
+        Ok(dup) => std::mem::replace(&mut conn.wire.stream, Stream::Plain(dup)),
         Err(e) => {
             error!("server: cannot keep {} for its tunnel: {e}", conn.peer);
             return false;
@@ -254,14 +265,15 @@ pub(super) fn encode_whole(res: &Response, is_head: bool, close: bool) -> Option
 /// Writes a response; Ok(false) when the body could not be delimited
 /// (the connection must close).
 pub(super) fn write_response(
-    stream: &TcpStream,
+    stream: &mut Stream,
     res: Response,
     is_head: bool,
     close: bool,
     version: Version,
 ) -> io::Result<bool> {
     if let Some(bytes) = encode_whole(&res, is_head, close) {
-        (&*stream).write_all(&bytes)?;
+        stream.write_all(&bytes)?;
+        stream.flush()?;
         return Ok(true);
     }
     let Body::Stream { len, mut source } = res.body else {

@@ -472,18 +472,41 @@ fn an_identity_provider_that_fails_refuses_tokens_and_says_why_in_the_log() {
 }
 
 #[test]
-fn an_https_jwks_source_is_refused_until_tls_upstreams_exist() {
+fn an_https_jwks_source_is_fetched_over_tls_and_its_certificate_checked() {
     let up = Upstream::start();
-    let gw = start(jwt_api(
-        &up,
-        "rsa",
-        "https://idp.invalid/jwks.json",
-        json!({}),
-    ));
+    let ca = crate::support::tls::Ca::new("idp CA");
+    let doc = jwks(&["rsa-1"]).to_string();
+    let idp = crate::support::tls::TlsUpstream::with(&ca.leaf(&["localhost"]), move |_, _, _| {
+        (200, doc.clone())
+    });
     let t = rs256_kid("rsa-private.pem", "rsa-1", &claims("ann", "gold"));
+    let trusting = |trust: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let mut b = Gateway::builder()
+            .dir(dir)
+            .conf(json!({"policies": {"policy_path": "policies"}}))
+            .file("policies/gold.json", policy("gold", -1).to_string())
+            .app(
+                "jwt",
+                jwt_api(&up, "rsa", &idp.url("/jwks.json"), json!({})),
+            );
+        if trust {
+            b = b
+                .file("idp-ca.pem", ca.pem.clone())
+                .env("SSL_CERT_FILE", "idp-ca.pem");
+        }
+        b.start()
+    };
+    // Not trusted: the identity provider is never believed.
+    let gw = trusting(false);
     assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
-    assert!(gw.logs_contain("https JWKS URL"), "{:?}", gw.logs());
-    assert_eq!(up.hits(), 0);
+    assert!(gw.logs_contain("TLS handshake"), "{:?}", gw.logs());
+    assert_eq!(idp.hits(), 0);
+    let gw = trusting(true);
+    assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());
+    assert_eq!(idp.hits(), 1);
+    assert_eq!(up.hits(), 1);
 }
 
 /// Policies `read` and `write` besides `gold` and `two`, and scopes

@@ -23,6 +23,7 @@ mod paths;
 mod policies;
 mod proxy;
 mod resources;
+mod tls;
 mod transforms;
 mod upstream_faults;
 mod versions;

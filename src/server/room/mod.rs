@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::http::body::READ_CHUNK;
 use crate::http::codec::{self, head_ready, leading_blank};
-use crate::http::{Framing, Response, Wire};
+use crate::http::{Framing, Response, Stream, Wire};
 use crate::pipeline::Prepared;
 use crate::upstream::UpstreamError;
 
@@ -187,10 +187,15 @@ impl WaitingRoom {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) {
         let open = self.shared.open.fetch_add(1, Ordering::SeqCst) + 1;
         let count = ConnCount(self.shared.open.clone());
+        let tls = self.shared.tls[listener].clone();
         if open > self.max_open {
             debug!("server: connection cap reached; refusing {peer}");
-            let _ = (&stream)
-                .write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            // A TLS client could not read a plain answer: it is just closed.
+            if tls.is_none() {
+                let _ = (&stream).write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
             return;
         }
         // Timeouts apply once a worker switches the socket to blocking.
@@ -202,12 +207,25 @@ impl WaitingRoom {
             return;
         }
         stream.set_nodelay(true).ok();
+        let now = Instant::now();
+        // A handshake counts as part of the first head: it must finish
+        // within the head timeout.
+        let (stream, head_started) = match tls {
+            None => (Stream::Plain(stream), None),
+            Some(config) => match rustls::ServerConnection::new(config) {
+                Ok(session) => (Stream::tls(session, stream), Some(now)),
+                Err(e) => {
+                    error!("server: no TLS session for {peer}: {e}");
+                    return;
+                }
+            },
+        };
         let conn = Conn {
             wire: Wire::new(stream),
             peer,
             listener,
-            idle_since: Instant::now(),
-            head_started: None,
+            idle_since: now,
+            head_started,
             pending: Vec::new(),
             close_after: false,
             busy: false,
@@ -264,7 +282,7 @@ impl WaitingRoom {
             && self
                 .conns
                 .get(&token)
-                .is_some_and(|c| !c.pending.is_empty())
+                .is_some_and(|c| !c.pending.is_empty() || c.wire.stream.wants_write())
             && !self.flush(token)
         {
             return;
@@ -291,7 +309,7 @@ impl WaitingRoom {
                 Ok(0) => break,
                 Ok(n) => {
                     conn.head_started.get_or_insert_with(Instant::now);
-                    if n < READ_CHUNK && !closed {
+                    if n < READ_CHUNK && !closed && conn.wire.stream.drains_on_short_read() {
                         return true;
                     }
                 }
@@ -415,7 +433,7 @@ impl WaitingRoom {
             return false;
         };
         while !conn.pending.is_empty() {
-            match (&conn.wire.stream).write(&conn.pending) {
+            match conn.wire.stream.write(&conn.pending) {
                 Ok(0) => {
                     self.remove(token);
                     return false;
@@ -429,6 +447,15 @@ impl WaitingRoom {
                     self.remove(token);
                     return false;
                 }
+            }
+        }
+        // TLS records still to send: wait for the socket to take them.
+        match conn.wire.stream.flush_pending() {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(_) => {
+                self.remove(token);
+                return false;
             }
         }
         if conn.close_after {
@@ -454,12 +481,14 @@ impl WaitingRoom {
             })
             .collect();
         for (token, slow_head) in expired {
-            let Some(conn) = self.remove(token) else {
+            let Some(mut conn) = self.remove(token) else {
                 continue;
             };
             if slow_head {
                 debug!("server: {} sent no complete head in time", conn.peer);
-                let _ = (&conn.wire.stream)
+                let _ = conn
+                    .wire
+                    .stream
                     .write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         }

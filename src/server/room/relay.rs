@@ -16,7 +16,7 @@ use mio::{Interest, Token};
 
 use crate::http::body::READ_CHUNK;
 use crate::http::codec::{self, ResponseHead};
-use crate::http::{Body, Framing, Response, Wire};
+use crate::http::{Body, Framing, Response, Stream, Wire};
 use crate::proxy::Forward;
 use crate::upstream::UpstreamError;
 
@@ -31,7 +31,7 @@ const IDLE_MAX: Duration = Duration::from_secs(30);
 
 /// An upstream connection of the loop: in use, or idle in its pool.
 pub(super) struct Up {
-    pub(super) wire: Wire<TcpStream>,
+    pub(super) wire: Wire<Stream>,
     socket: SocketAddr,
     /// Still connecting (else the request is sent).
     connecting: bool,
@@ -79,7 +79,7 @@ impl WaitingRoom {
                 continue;
             };
             let fresh = now.duration_since(up.idle_since) <= IDLE_MAX;
-            if !fresh || (&up.wire.stream).write_all(&plan.head).is_err() {
+            if !fresh || up.wire.stream.write_all(&plan.head).is_err() {
                 self.drop_up(token);
                 continue;
             }
@@ -96,7 +96,7 @@ impl WaitingRoom {
         // A connection a worker left idle (after streaming a response) is
         // as good as the loop's own: without this, every hand-off to a
         // worker cost the loop a fresh connection.
-        if let Some(wire) = plan.upstream.take_idle(&plan.address) {
+        if let Some(mut wire) = plan.upstream.take_idle(&plan.address) {
             let fd = wire.stream.as_raw_fd();
             let token = self.token();
             let ready = wire.stream.set_nonblocking(true).is_ok()
@@ -105,7 +105,7 @@ impl WaitingRoom {
                     .registry()
                     .register(&mut SourceFd(&fd), token, Interest::READABLE)
                     .is_ok();
-            if ready && (&wire.stream).write_all(&plan.head).is_ok() {
+            if ready && wire.stream.write_all(&plan.head).is_ok() {
                 let ex = Exchange {
                     client,
                     plan,
@@ -149,7 +149,7 @@ impl WaitingRoom {
             reused: false,
         };
         let up = Up {
-            wire: Wire::new(stream),
+            wire: Wire::new(Stream::Plain(stream)),
             socket,
             connecting: true,
             ex: Some(ex),
@@ -212,7 +212,7 @@ impl WaitingRoom {
     fn connected(&mut self, token: Token) {
         let up = self.ups.get_mut(&token).expect("present");
         let Some(ex) = up.ex.as_mut() else { return };
-        let stream = &up.wire.stream;
+        let stream = up.wire.stream.tcp();
         let error = match stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
             Ok(None) => match stream.peer_addr() {
@@ -222,8 +222,8 @@ impl WaitingRoom {
             },
         };
         let error = error.or_else(|| {
-            stream.set_nodelay(true).ok();
-            (&up.wire.stream).write_all(&ex.plan.head).err()
+            up.wire.stream.tcp().set_nodelay(true).ok();
+            up.wire.stream.write_all(&ex.plan.head).err()
         });
         if let Some(e) = error {
             return self.upstream_failed(token, UpstreamError::Broken(e));

@@ -96,6 +96,7 @@ pub struct GatewayBuilder {
     apps_dir: bool,
     cwd: Option<PathBuf>,
     nofile: Option<u64>,
+    envs: Vec<(String, String)>,
 }
 
 impl Default for GatewayBuilder {
@@ -111,6 +112,7 @@ impl Default for GatewayBuilder {
             apps_dir: true,
             cwd: None,
             nofile: None,
+            envs: Vec::new(),
         }
     }
 }
@@ -163,6 +165,12 @@ impl GatewayBuilder {
     /// The child's working directory (default: the temp dir).
     pub fn cwd(mut self, cwd: PathBuf) -> Self {
         self.cwd = Some(cwd);
+        self
+    }
+
+    /// An environment variable for the child.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.into(), value.into()));
         self
     }
 
@@ -235,6 +243,7 @@ impl GatewayBuilder {
             SECRET.to_string()
         };
         let nofile = self.nofile;
+        let envs = self.envs.clone();
         let (dir, conf_path, cwd, expect) = self.prepare();
         let mut gw = Gateway {
             child: None,
@@ -249,6 +258,7 @@ impl GatewayBuilder {
             stderr_thread: None,
             expect,
             nofile,
+            envs,
         };
         match gw.launch() {
             Ok(()) => Ok(gw),
@@ -284,6 +294,8 @@ pub struct Gateway {
     expect: Expect,
     /// `ulimit -n` for the child, when set.
     nofile: Option<u64>,
+    /// Extra environment for the child.
+    envs: Vec<(String, String)>,
 }
 
 /// `listening on ADDR (WHAT)` → (addr, what).
@@ -330,6 +342,7 @@ impl Gateway {
             .arg(&self.conf_path)
             .env("RUST_LOG", "info")
             .env("RUST_LOG_STYLE", "never")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .current_dir(self.cwd.clone().unwrap_or(dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

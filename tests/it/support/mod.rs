@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod http;
 pub mod probe;
 pub mod scripted;
+pub mod tls;
 pub mod upstream;
 
 use std::net::TcpListener;

@@ -2,8 +2,12 @@
 //! upstream address, a timeout per phase (connect, response head, body
 //! reads), one retry on a fresh connection when a pooled one turns out dead
 //! for a request that is safe to replay. Framing goes through `http`; what
-//! to send and how to answer the client is `proxy`'s.
+//! to send and how to answer the client is `proxy`'s. `tls` makes
+//! `https://` connections.
 
+pub mod tls;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -13,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::http::codec::{self, ResponseHead};
 use crate::http::{
-    BodyReader, BodySource, ChunkedWriter, Framing, Limits, Wire, copy_body, copy_sides,
+    BodyReader, BodySource, ChunkedWriter, Framing, Limits, Stream, Wire, copy_body, copy_sides,
 };
+
+use tls::{ClientTls, TlsClients, TlsTo};
 
 /// Idle pooled connections per upstream address.
 const MAX_IDLE_PER_HOST: usize = 256;
@@ -49,7 +55,7 @@ impl fmt::Display for UpstreamError {
 }
 
 struct Idle {
-    wire: Wire<TcpStream>,
+    wire: Wire<Stream>,
     since: Instant,
 }
 
@@ -58,6 +64,7 @@ pub struct Upstream {
     connect_timeout: Duration,
     response_timeout: Duration,
     limits: Limits,
+    tls: TlsClients,
 }
 
 /// What to send: a request head already encoded, and its body.
@@ -74,16 +81,45 @@ pub struct Outgoing<'a> {
     pub timeout: Option<Duration>,
     /// An upgrade request: a `101` answer is the response, not an interim.
     pub upgrade: bool,
+    /// `https://`: how to speak TLS to it.
+    pub tls: Option<&'a TlsTo>,
+}
+
+impl Outgoing<'_> {
+    /// The pool a connection for this request comes from: one per address,
+    /// and per TLS configuration for `https://`.
+    fn pool_key(&self) -> Cow<'_, str> {
+        match self.tls {
+            None => Cow::Borrowed(self.address),
+            Some(t) => Cow::Owned(format!(
+                "tls {:p} {:?} {}",
+                Arc::as_ptr(&t.config),
+                t.name,
+                self.address
+            )),
+        }
+    }
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration, response_timeout: Duration, limits: Limits) -> Upstream {
+    pub fn new(
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        limits: Limits,
+        tls: ClientTls,
+    ) -> Upstream {
         Upstream {
             pool: Mutex::new(HashMap::new()),
             connect_timeout,
             response_timeout,
             limits,
+            tls: TlsClients::new(tls),
         }
+    }
+
+    /// How to reach `host` over TLS under an API's `proxy.transport`.
+    pub fn tls_to(&self, api: &ClientTls, host: &str) -> Result<TlsTo, String> {
+        self.tls.to(api, host)
     }
 
     /// (connect timeout, response-head timeout).
@@ -101,7 +137,8 @@ impl Upstream {
         self: &Arc<Self>,
         mut out: Outgoing<'_>,
     ) -> Result<(ResponseHead, UpstreamBody), UpstreamError> {
-        if let Some(wire) = self.take_idle(out.address) {
+        let key = out.pool_key().into_owned();
+        if let Some(wire) = self.take_idle(&key) {
             match self.exchange(wire, &mut out) {
                 Ok(done) => return Ok(done),
                 Err((UpstreamError::Broken(e), false)) if out.replayable => {
@@ -113,23 +150,23 @@ impl Upstream {
                 Err((e, _)) => return Err(e),
             }
         }
-        let wire = self.connect(out.address)?;
+        let wire = self.connect(out.address, out.tls)?;
         self.exchange(wire, &mut out).map_err(|(e, _)| e)
     }
 
     /// A pooled connection to `address` that is still usable, if any.
-    pub fn take_idle(&self, address: &str) -> Option<Wire<TcpStream>> {
+    pub fn take_idle(&self, address: &str) -> Option<Wire<Stream>> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.get_mut(address)?;
         while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() < MAX_IDLE_AGE && is_quiet(&conn.wire.stream) {
+            if conn.since.elapsed() < MAX_IDLE_AGE && is_quiet(conn.wire.stream.tcp()) {
                 return Some(conn.wire);
             }
         }
         None
     }
 
-    fn put_idle(&self, address: &str, wire: Wire<TcpStream>) {
+    fn put_idle(&self, address: &str, wire: Wire<Stream>) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let idle = pool.entry(address.to_string()).or_default();
         if idle.len() < MAX_IDLE_PER_HOST {
@@ -140,7 +177,7 @@ impl Upstream {
         }
     }
 
-    fn connect(&self, address: &str) -> Result<Wire<TcpStream>, UpstreamError> {
+    fn connect(&self, address: &str, tls: Option<&TlsTo>) -> Result<Wire<Stream>, UpstreamError> {
         let addrs: Vec<SocketAddr> = address
             .to_socket_addrs()
             .map_err(UpstreamError::Lookup)?
@@ -152,7 +189,7 @@ impl Upstream {
                     stream.set_nodelay(true).ok();
                     stream.set_read_timeout(Some(self.response_timeout)).ok();
                     stream.set_write_timeout(Some(self.response_timeout)).ok();
-                    return Ok(Wire::new(stream));
+                    return Ok(Wire::new(Self::secure(stream, tls)?));
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(UpstreamError::Timeout);
@@ -163,22 +200,41 @@ impl Upstream {
         Err(UpstreamError::Broken(last))
     }
 
+    /// `stream`, after a TLS handshake when `tls` says so: a certificate
+    /// the upstream cannot prove fails here, before any request is sent.
+    fn secure(stream: TcpStream, tls: Option<&TlsTo>) -> Result<Stream, UpstreamError> {
+        let Some(t) = tls else {
+            return Ok(Stream::Plain(stream));
+        };
+        let session = rustls::ClientConnection::new(t.config.clone(), t.name.clone())
+            .map_err(|e| UpstreamError::Broken(io::Error::other(e)))?;
+        let mut stream = Stream::tls(session, stream);
+        stream.handshake().map_err(|e| {
+            if is_timeout(&e) {
+                UpstreamError::Timeout
+            } else {
+                UpstreamError::Broken(io::Error::new(e.kind(), format!("TLS handshake: {e}")))
+            }
+        })?;
+        Ok(stream)
+    }
+
     /// One request/response on `wire`. The flag in the error says whether
     /// any response byte arrived (then a retry is never safe).
     fn exchange(
         self: &Arc<Self>,
-        mut wire: Wire<TcpStream>,
+        mut wire: Wire<Stream>,
         out: &mut Outgoing<'_>,
     ) -> Result<(ResponseHead, UpstreamBody), (UpstreamError, bool)> {
         send_request(&mut wire.stream, out.head, out.framing, out.body)?;
         let head = self.read_head(&mut wire, out.head_request, out.timeout, out.upgrade)?;
-        let body = UpstreamBody::new(wire, &head, out.address, self.clone());
+        let body = UpstreamBody::new(wire, &head, &out.pool_key(), self.clone());
         Ok((head, body))
     }
 
     fn read_head(
         &self,
-        wire: &mut Wire<TcpStream>,
+        wire: &mut Wire<Stream>,
         head_request: bool,
         timeout: Option<Duration>,
         upgrade: bool,
@@ -203,7 +259,7 @@ impl Upstream {
 
     fn read_head_until(
         &self,
-        wire: &mut Wire<TcpStream>,
+        wire: &mut Wire<Stream>,
         head_request: bool,
         deadline: Instant,
         shortened: &mut bool,
@@ -264,6 +320,10 @@ impl Upstream {
         }
         let mut head = Vec::with_capacity(256);
         codec::encode_request_head(&mut head, "GET", &path, &headers, Framing::None);
+        let tls = match target.tls {
+            true => Some(self.tls_to(&ClientTls::default(), &target.host)?),
+            false => None,
+        };
         let out = Outgoing {
             address: &target.address,
             head: &head,
@@ -273,6 +333,7 @@ impl Upstream {
             head_request: false,
             timeout: None,
             upgrade: false,
+            tls: tls.as_ref(),
         };
         let (res, mut body) = self.send(out).map_err(|e| e.to_string())?;
         if res.status != 200 {
@@ -324,13 +385,13 @@ pub fn is_timeout(e: &io::Error) -> bool {
 
 /// Writes the head and streams the body with the framing we chose.
 fn send_request(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     head: &[u8],
     framing: Framing,
     body: &mut dyn Read,
 ) -> Result<(), (UpstreamError, bool)> {
     let broken = |e: io::Error| (UpstreamError::Broken(e), false);
-    match framing {
+    let sent = match framing {
         Framing::None | Framing::Length(0) => stream.write_all(head).map_err(broken),
         Framing::Length(_) | Framing::UntilClose => {
             stream.write_all(head).map_err(broken)?;
@@ -344,7 +405,10 @@ fn send_request(
             copy_client_body(body, &mut chunked)?;
             chunked.finish().map(drop).map_err(broken)
         }
-    }
+    };
+    sent?;
+    // TLS: records the session still holds go out now.
+    stream.flush().map_err(broken)
 }
 
 /// Copies the client's body upstream, telling apart which side failed.
@@ -357,7 +421,7 @@ fn copy_client_body(body: &mut dyn Read, to: &mut dyn Write) -> Result<(), (Upst
 
 /// An upstream response body, streamed to the client by the server.
 pub struct UpstreamBody {
-    wire: Option<Wire<TcpStream>>,
+    wire: Option<Wire<Stream>>,
     framing: Framing,
     keep_alive: bool,
     address: String,
@@ -365,10 +429,10 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// The body of the response `head` on `wire` (a connection to
-    /// `address`), returned to `upstream`'s pool once fully read.
+    /// The body of the response `head` on `wire` (a connection from the
+    /// pool `address`), returned there once fully read.
     pub fn new(
-        wire: Wire<TcpStream>,
+        wire: Wire<Stream>,
         head: &ResponseHead,
         address: &str,
         upstream: Arc<Upstream>,
@@ -383,7 +447,7 @@ impl UpstreamBody {
     }
 
     /// The connection itself, for an upgraded exchange (never pooled).
-    pub fn into_wire(mut self) -> Option<Wire<TcpStream>> {
+    pub fn into_wire(mut self) -> Option<Wire<Stream>> {
         self.wire.take()
     }
 
