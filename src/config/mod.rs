@@ -747,7 +747,7 @@ mod tests {
 
     #[test]
     fn tyk_example_conf_loads() {
-        let text = include_str!("../tests/data/tyk.conf.example");
+        let text = include_str!("../../tests/data/tyk.conf.example");
         let (c, unknown) = load_str("tyk.conf", text).unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert!(c.hash_keys);
