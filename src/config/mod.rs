@@ -4,6 +4,9 @@
 //! and warned about once; they are never an error. Reading API definitions
 //! is `apidef`'s job.
 
+pub mod env;
+mod env_table;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use log::warn;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::apidef::{Cidr, PathMatching};
 use crate::auth::policy::PolicySource;
@@ -18,6 +22,7 @@ use crate::error::Error;
 use crate::http::Limits;
 use crate::http::path::{Cleaning, PathRules, RawPathRules};
 use crate::keyid::HashAlg;
+pub use env::Env;
 
 /// Tyk's published sample secret: with it the admin API is loopback-only.
 pub const SAMPLE_SECRET: &str = "352d20ee67be67f6340b4c0605b044b7";
@@ -221,11 +226,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads, parses and validates the file at `path`.
+    /// Reads, parses and validates the file at `path`, with the process's
+    /// `TYK_GW_*` overrides.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(path, "", format!("cannot read: {e}")))?;
-        let (raw, unknown) = parse(path, &text)?;
+        Config::load_with(path, &Env::from_process())
+    }
+
+    /// `load` with the overrides in `env`.
+    pub fn load_with(path: &Path, env: &Env) -> Result<Config, Error> {
+        let text = read(path, env)?;
+        let (raw, unknown, applied) = parse_with(path, text.as_deref(), env)?;
+        for warning in &applied.warnings {
+            warn!("{warning}");
+        }
         if !unknown.is_empty() {
             let list: Vec<&str> = unknown.iter().map(String::as_str).collect();
             warn!(
@@ -234,7 +247,7 @@ impl Config {
                 list.join(", ")
             );
         }
-        raw.validate(path)
+        raw.validate(path).map_err(|e| applied.blame(e))
     }
 
     /// True when the admin API must answer loopback clients only.
@@ -265,27 +278,47 @@ pub fn json_files(dir: &Path, what: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Parses JSON, or TOML when the file name ends in `.toml`. Returns the raw
-/// config and the dotted paths of fields it did not know.
+/// The config file's text; `None` when `TYK_GW_OMITCONFIGFILE=true` says to
+/// start from an empty config (then the file need not exist). An `Err` here
+/// means the file could not be read at all.
+pub fn read(path: &Path, env: &Env) -> Result<Option<String>, Error> {
+    if env.omit_file() {
+        return Ok(None);
+    }
+    std::fs::read_to_string(path)
+        .map(Some)
+        .map_err(|e| Error::config(path, "", format!("cannot read: {e}")))
+}
+
+/// Parses JSON, or TOML when the file name ends in `.toml`, without
+/// overrides. Returns the raw config and the dotted paths of fields it did
+/// not know.
 pub fn parse(path: &Path, text: &str) -> Result<(RawConfig, BTreeSet<String>), Error> {
+    let (raw, unknown, _) = parse_with(path, Some(text), &Env::default())?;
+    Ok((raw, unknown))
+}
+
+/// `parse` with the `TYK_GW_*` overlay applied to the file's JSON tree
+/// (`None`: an empty one) before the typed deserialisation.
+pub fn parse_with(
+    path: &Path,
+    text: Option<&str>,
+    env: &Env,
+) -> Result<(RawConfig, BTreeSet<String>, env::Applied), Error> {
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let mut tree = match text {
+        None => Value::Object(Default::default()),
+        Some(t) if is_toml => toml::from_str(t).map_err(|e| Error::config(path, "", e))?,
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::config(path, "", e))?,
+    };
+    let applied = env::apply(env, &mut tree)?;
     let mut unknown = BTreeSet::new();
     let mut note = |p: serde_ignored::Path<'_>| {
         unknown.insert(p.to_string());
     };
-    let is_toml = path.extension().is_some_and(|e| e == "toml");
-    let raw = if is_toml {
-        let de = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
-            .map_err(|e| field_error(path, e.path(), e.inner()))?
-    } else {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let raw =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut de, &mut note))
-                .map_err(|e| field_error(path, e.path(), e.inner()))?;
-        de.end().map_err(|e| Error::config(path, "", e))?;
-        raw
-    };
-    Ok((raw, unknown))
+    let raw = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(tree, &mut note))
+        .map_err(|e| applied.blame(field_error(path, e.path(), e.inner())))?;
+    Ok((raw, unknown, applied))
 }
 
 fn field_error(path: &Path, at: &serde_path_to_error::Path, e: &dyn std::fmt::Display) -> Error {

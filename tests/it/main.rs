@@ -15,6 +15,7 @@ mod disk_full;
 mod durability;
 mod edge;
 mod endpoints;
+mod env;
 mod errors;
 mod health;
 mod jwt;

@@ -96,6 +96,7 @@ pub struct GatewayBuilder {
     apps_dir: bool,
     cwd: Option<PathBuf>,
     nofile: Option<u64>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for GatewayBuilder {
@@ -111,6 +112,7 @@ impl Default for GatewayBuilder {
             apps_dir: true,
             cwd: None,
             nofile: None,
+            env: Vec::new(),
         }
     }
 }
@@ -163,6 +165,12 @@ impl GatewayBuilder {
     /// The child's working directory (default: the temp dir).
     pub fn cwd(mut self, cwd: PathBuf) -> Self {
         self.cwd = Some(cwd);
+        self
+    }
+
+    /// An environment variable for the child (e.g. a `TYK_GW_*` override).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -235,6 +243,7 @@ impl GatewayBuilder {
             SECRET.to_string()
         };
         let nofile = self.nofile;
+        let env = self.env.clone();
         let (dir, conf_path, cwd, expect) = self.prepare();
         let mut gw = Gateway {
             child: None,
@@ -249,6 +258,7 @@ impl GatewayBuilder {
             stderr_thread: None,
             expect,
             nofile,
+            env,
         };
         match gw.launch() {
             Ok(()) => Ok(gw),
@@ -284,6 +294,8 @@ pub struct Gateway {
     expect: Expect,
     /// `ulimit -n` for the child, when set.
     nofile: Option<u64>,
+    /// Extra environment variables for the child.
+    env: Vec<(String, String)>,
 }
 
 /// `listening on ADDR (WHAT)` → (addr, what).
@@ -330,6 +342,7 @@ impl Gateway {
             .arg(&self.conf_path)
             .env("RUST_LOG", "info")
             .env("RUST_LOG_STYLE", "never")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.cwd.clone().unwrap_or(dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -593,8 +606,18 @@ impl Drop for Gateway {
 /// Runs the binary with `args` to completion (at most 10 s): status,
 /// stdout, stderr.
 pub fn run_cli(args: &[&str], cwd: &Path) -> (ExitStatus, String, String) {
+    run_cli_env(args, cwd, &[])
+}
+
+/// `run_cli` with extra environment variables.
+pub fn run_cli_env(
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
     let mut child = Command::new(bin())
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("RUST_LOG_STYLE", "never")
         .current_dir(cwd)
