@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod apidef;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod echo;
 pub mod error;

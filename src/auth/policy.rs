@@ -271,16 +271,26 @@ impl PolicySet {
     /// Reads the policies `source` names; a file that does not parse is
     /// skipped with an error naming it.
     pub fn load(source: &PolicySource, generation: u64) -> PolicySet {
+        let (set, errors) = PolicySet::read(source, generation);
+        for e in errors {
+            error!("policies: skipping {e}");
+        }
+        set
+    }
+
+    /// `load`, returning the errors of the files (or entries) left out.
+    pub fn read(source: &PolicySource, generation: u64) -> (PolicySet, Vec<Error>) {
+        let mut errors = Vec::new();
         let policies = match (&source.dir, &source.record) {
-            (Some(dir), _) => read_dir(dir),
-            (None, Some(file)) => read_record(file),
+            (Some(dir), _) => read_dir(dir, &mut errors),
+            (None, Some(file)) => read_record(file, &mut errors),
             (None, None) => Vec::new(),
         };
         let set = PolicySet::new(policies, generation);
         if source.dir.is_some() || source.record.is_some() {
             info!("policies: {} loaded", set.len());
         }
-        set
+        (set, errors)
     }
 
     /// The policy `id` of `org`, as a key finds it.
@@ -309,30 +319,31 @@ impl PolicySet {
 }
 
 /// Each `*.json` in `dir` is one policy (its `id` names it, not the file).
-fn read_dir(dir: &Path) -> Vec<Policy> {
+fn read_dir(dir: &Path, errors: &mut Vec<Error>) -> Vec<Policy> {
     let mut out = Vec::new();
     for file in json_files(dir, "policy_path") {
         match read_json(&file).and_then(|raw| Policy::from_value(&file, "", raw)) {
             Ok(p) => out.push(p),
-            Err(e) => error!("policies: skipping {e}"),
+            Err(e) => errors.push(e),
         }
     }
     out
 }
 
 /// `{"<id>": policy, ...}`: the map key is the policy's id.
-fn read_record(file: &Path) -> Vec<Policy> {
+fn read_record(file: &Path, errors: &mut Vec<Error>) -> Vec<Policy> {
     let raw = match read_json(file) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
-            error!(
-                "policies: {}: expected an object of policies by id",
-                file.display()
-            );
+            errors.push(Error::config(
+                file,
+                "",
+                "expected an object of policies by id",
+            ));
             return Vec::new();
         }
         Err(e) => {
-            error!("policies: {e}");
+            errors.push(e);
             return Vec::new();
         }
     };
@@ -343,7 +354,7 @@ fn read_record(file: &Path) -> Vec<Policy> {
                 p.id = id;
                 out.push(p);
             }
-            Err(e) => error!("policies: skipping {e}"),
+            Err(e) => errors.push(e),
         }
     }
     out

@@ -235,7 +235,13 @@ impl Config {
     /// `load` with the overrides in `env`.
     pub fn load_with(path: &Path, env: &Env) -> Result<Config, Error> {
         let text = read(path, env)?;
-        let (raw, unknown, applied) = parse_with(path, text.as_deref(), env)?;
+        Config::from_source(path, text.as_deref(), env)
+    }
+
+    /// Parses and validates what `read` returned for `path` under `env`,
+    /// warning about unknown fields and variables.
+    pub fn from_source(path: &Path, text: Option<&str>, env: &Env) -> Result<Config, Error> {
+        let (raw, unknown, applied) = parse_with(path, text, env)?;
         for warning in &applied.warnings {
             warn!("{warning}");
         }
@@ -259,23 +265,24 @@ impl Config {
 /// The `*.json` files of a folder that holds definitions (APIs, policies),
 /// sorted by name; `what` names them in the warning when it cannot be read.
 pub fn json_files(dir: &Path, what: &str) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            warn!(
-                "cannot read {what} folder {}: {e}; none loaded",
-                dir.display()
-            );
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
+    list_json(dir).unwrap_or_else(|e| {
+        warn!(
+            "cannot read {what} folder {}: {e}; none loaded",
+            dir.display()
+        );
+        Vec::new()
+    })
+}
+
+/// `json_files`, with the folder's read error for the caller to judge.
+pub fn list_json(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    files
+    Ok(files)
 }
 
 /// The config file's text; `None` when `TYK_GW_OMITCONFIGFILE=true` says to

@@ -9,6 +9,7 @@ mod admin_apis;
 mod admin_keys;
 mod auth_chain;
 mod basic_auth;
+mod check;
 mod client;
 mod config;
 mod disk_full;
