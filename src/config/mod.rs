@@ -145,6 +145,8 @@ pub struct RawServer {
     /// Proxies (addresses or CIDR ranges) whose `X-Real-IP` /
     /// `X-Forwarded-For` name the client for IP lists; nobody else's.
     pub trusted_proxies: Vec<String>,
+    /// Reload by itself when `app_path` or the policy path changes.
+    pub watch: bool,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -223,6 +225,8 @@ pub struct Config {
     pub session_cache: usize,
     pub echo_upstream: Option<SocketAddr>,
     pub server: ServerConfig,
+    /// `gatehouse.watch`: reload when `app_path` or the policy path changes.
+    pub watch: bool,
 }
 
 impl Config {
@@ -263,18 +267,7 @@ impl Config {
 }
 
 /// The `*.json` files of a folder that holds definitions (APIs, policies),
-/// sorted by name; `what` names them in the warning when it cannot be read.
-pub fn json_files(dir: &Path, what: &str) -> Vec<PathBuf> {
-    list_json(dir).unwrap_or_else(|e| {
-        warn!(
-            "cannot read {what} folder {}: {e}; none loaded",
-            dir.display()
-        );
-        Vec::new()
-    })
-}
-
-/// `json_files`, with the folder's read error for the caller to judge.
+/// sorted by name; the caller judges a folder that cannot be read.
 pub fn list_json(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
@@ -558,6 +551,7 @@ impl RawConfig {
             )?)
             .unwrap_or(usize::MAX),
             server,
+            watch: g.watch,
         })
     }
 

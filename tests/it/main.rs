@@ -24,6 +24,7 @@ mod limits;
 mod paths;
 mod policies;
 mod proxy;
+mod reload;
 mod resources;
 mod transforms;
 mod upstream_faults;
