@@ -551,6 +551,44 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_serves_toml_and_json_alike() {
+        let env = Env::from_pairs([
+            ("TYK_GW_LISTENPORT", "9001"),
+            ("TYK_GW_STORAGE_TYPE", "sled"),
+        ]);
+        for (name, text) in [
+            ("tyk.toml", "listen_port = 1\n[storage]\ntype = \"redis\"\n"),
+            (
+                "tyk.conf",
+                r#"{"listen_port": 1, "storage": {"type": "redis"}}"#,
+            ),
+        ] {
+            let path = Path::new("/etc/gw").join(name);
+            let (raw, _, applied) = crate::config::parse_with(&path, Some(text), &env).unwrap();
+            assert_eq!(raw.listen_port, Some(9001), "{name}");
+            assert_eq!(raw.storage.kind, "sled", "{name}");
+            assert_eq!(
+                applied.source_of("storage.type"),
+                Some("TYK_GW_STORAGE_TYPE")
+            );
+        }
+    }
+
+    #[test]
+    fn omitconfigfile_needs_true() {
+        assert!(Env::from_pairs([(OMIT, "TRUE")]).omit_file());
+        assert!(!Env::from_pairs([(OMIT, "1")]).omit_file());
+        let mut root = json!({});
+        let applied = apply(&Env::from_pairs([(OMIT, "1")]), &mut root).unwrap();
+        assert_eq!(
+            applied.warnings.len(),
+            1,
+            "a value other than true/false is warned about"
+        );
+        assert_eq!(root, json!({}), "not a field");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let env = Env::from_pairs([("TYK_GW_LISTENPORT", "80a")]);
         let err = apply(&env, &mut json!({})).unwrap_err().to_string();
