@@ -28,7 +28,7 @@ Options:
   --version     print the version
 
 Environment: TYK_GW_* overrides tyk.conf with Tyk's names (TYK_GW_LISTENPORT, ...).
-Logging: RUST_LOG=debug|info|warn (default info; warn for check).
+Logging: RUST_LOG=debug|info|warn, else TYK_GW_LOGLEVEL (default info; warn for check).
 Signals: SIGHUP reloads APIs and policies; SIGTERM/SIGINT stop.";
 
 enum Args {
@@ -62,9 +62,27 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     })
 }
 
+/// The logger: `RUST_LOG` when set, else Tyk's `TYK_GW_LOGLEVEL` or
+/// `TYK_LOGLEVEL`, else `default`.
+fn logger(default: &str) -> env_logger::Builder {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let filter = var("RUST_LOG").unwrap_or_else(|| {
+        var(gatehouse::config::env::LOGLEVEL)
+            .or_else(|| var("TYK_LOGLEVEL"))
+            .map_or(default, |level| gatehouse::config::env::log_filter(&level))
+            .to_string()
+    });
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter);
+    if let Some(style) = var("RUST_LOG_STYLE") {
+        builder.parse_write_style(&style);
+    }
+    builder
+}
+
 /// `gatehouse check`: warnings and errors the loaders log are counted.
 fn check(conf: &Path) -> ExitCode {
-    let inner = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let inner = logger("warn")
         .format(|out, record| {
             let level = record.level().as_str().to_ascii_lowercase();
             writeln!(out, "{level}: {}", record.args())
@@ -113,7 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logger("info").init();
     match gatehouse::run(&conf) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -18,6 +18,9 @@ use crate::error::Error;
 pub const PREFIX: &str = "TYK_GW_";
 /// Not a field: Tyk reads it before the overlay (`config.go` `FillEnv`).
 pub const OMIT: &str = "TYK_GW_OMITCONFIGFILE";
+/// Read before anything else to set up logging (Tyk's `log/log.go`), so
+/// not set into the config.
+pub const LOGLEVEL: &str = "TYK_GW_LOGLEVEL";
 
 /// How a Go type reads its value (envconfig `processField`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,9 @@ pub fn apply(env: &Env, root: &mut Value) -> Result<Applied, Error> {
                     "{OMIT}: only \"true\" omits the config file (as Tyk); the file is used"
                 ));
             }
+            continue;
+        }
+        if name == LOGLEVEL {
             continue;
         }
         let Some(field) = lookup(name) else {
@@ -314,6 +320,18 @@ fn underscores_ok(s: &str) -> bool {
         }
     }
     saw != b'_'
+}
+
+/// The `env_logger` filter for a Tyk log level (`debug`, `info`, `warn`,
+/// `error`, any case; Tyk takes anything else as `info`).
+pub fn log_filter(level: &str) -> &'static str {
+    match level.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" | "panic" => "error",
+        _ => "info",
+    }
 }
 
 /// `strconv.ParseFloat`, finite values only (JSON has no NaN or Inf).

@@ -49,6 +49,10 @@ fn listenport_takes_go_base_prefixes() {
     let port = free_port();
     let gw = with_env(&[("TYK_GW_LISTENPORT", &format!("0o{port:o}"))]).start();
     assert_eq!(gw.port(), port);
+    // A leading 0 alone means octal too.
+    let port = free_port();
+    let gw = with_env(&[("TYK_GW_LISTENPORT", &format!("0{port:o}"))]).start();
+    assert_eq!(gw.port(), port);
 }
 
 #[test]
@@ -218,4 +222,97 @@ fn omitconfigfile_ignores_the_file() {
         e.stderr_text().contains("rate_limit_response_headers"),
         "{e:?}"
     );
+}
+
+#[test]
+fn names_are_go_field_names_not_json_keys() {
+    let gw = with_env(&[
+        ("TYK_GW_PROXYSSLCIPHERSUITES", "TLS_AES_128_GCM_SHA256"),
+        ("TYK_GW_STORAGE_MAXIDLE", "100"),
+        (
+            "TYK_GW_PORTWHITELIST",
+            r#"{"http":{"ranges":[{"from":8000,"to":9000}]}}"#,
+        ),
+        ("TYK_GW_TRACER_ENABLED", "false"),
+        ("TYK_GW_DNSCACHE_ENABLED", "true"),
+        (
+            "TYK_GW_SECURITY_CERTIFICATEEXPIRYMONITOR_WARNINGTHRESHOLDDAYS",
+            "30",
+        ),
+        ("TYK_GW_OPENTELEMETRY_ENABLED", "false"),
+        ("TYK_GW_OPENTELEMETRY_TRACES_ENABLED", "false"),
+        ("TYK_GW_USEDBAPPCONFIGS", "false"),
+    ])
+    .start();
+    assert!(
+        !warned(&gw, "not a Tyk gateway setting"),
+        "{}",
+        gw.logs().join("\n")
+    );
+    // Tyk settings Gatehouse does not implement land in the JSON, where
+    // the unknown-field warning names them by their JSON path (a whole
+    // unknown object by its top key).
+    let line = gw
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("fields with no effect"))
+        .unwrap_or_default();
+    for path in [
+        "storage.optimisation_max_idle",
+        "ports_whitelist",
+        "tracing",
+        "dns_cache",
+        "security",
+        "opentelemetry",
+    ] {
+        assert!(line.contains(path), "{path}: {line}");
+    }
+}
+
+#[test]
+fn usedbappconfigs_reaches_its_field() {
+    let e = refused(&[("TYK_GW_USEDBAPPCONFIGS", "true")]);
+    assert_eq!(e.code(), Some(2), "{e:?}");
+    let line = e.error_line().unwrap_or_default();
+    assert!(
+        line.starts_with(
+            "error: TYK_GW_USEDBAPPCONFIGS: field `use_db_app_configs`: must be false"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn ignored_go_fields_have_no_variable() {
+    // DnsCacheConfig.CheckInterval is `ignored:"true"` in Tyk.
+    let gw = with_env(&[("TYK_GW_DNSCACHE_CHECKINTERVAL", "5")]).start();
+    assert!(
+        warned(
+            &gw,
+            "TYK_GW_DNSCACHE_CHECKINTERVAL: not a Tyk gateway setting"
+        ),
+        "{}",
+        gw.logs().join("\n")
+    );
+}
+
+#[test]
+fn loglevel_env_sets_the_log_level_when_rust_log_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tyk.conf");
+    let mut c = default_conf();
+    c["enable_analytics"] = json!(true);
+    std::fs::write(&conf, c.to_string()).unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    let app = keyless_api("a", "/a/", "http://127.0.0.1:1").to_string();
+    std::fs::write(dir.path().join("apps/a.json"), app).unwrap();
+    let args = ["check", "--conf", conf.to_str().unwrap()];
+    let quiet = [("RUST_LOG", ""), ("TYK_GW_LOGLEVEL", "error")];
+    let (status, out, err) = run_cli_env(&args, dir.path(), &quiet);
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    assert!(!err.contains("enable_analytics"), "warnings hidden: {err}");
+    assert!(out.contains("1 warnings"), "but counted: {out}");
+    let loud = [("RUST_LOG", ""), ("TYK_GW_LOGLEVEL", "Info")];
+    let (_, _, err) = run_cli_env(&args, dir.path(), &loud);
+    assert!(err.contains("info: loaded API"), "{err}");
 }

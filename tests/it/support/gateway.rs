@@ -609,7 +609,8 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (ExitStatus, String, String) {
     run_cli_env(args, cwd, &[])
 }
 
-/// `run_cli` with extra environment variables.
+/// `run_cli` with extra environment variables (set last: they may
+/// replace `RUST_LOG`).
 pub fn run_cli_env(
     args: &[&str],
     cwd: &Path,
@@ -617,9 +618,9 @@ pub fn run_cli_env(
 ) -> (ExitStatus, String, String) {
     let mut child = Command::new(bin())
         .args(args)
-        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("RUST_LOG_STYLE", "never")
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
