@@ -8,7 +8,7 @@
 //! mean is `config`'s job.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
@@ -115,16 +115,19 @@ impl Applied {
                 .then_some(var.as_str())
         })
     }
-}
 
-impl Applied {
     /// `e`, blamed on the variable when it is about a field one set.
     pub fn blame(&self, e: Error) -> Error {
         match e {
-            Error::Config { field, message, .. } if self.source_of(&field).is_some() => {
-                let var = self.source_of(&field).unwrap_or_default();
-                Error::config(Path::new(var), &field, message)
-            }
+            Error::Config {
+                file,
+                field,
+                message,
+            } => Error::Config {
+                file: self.source_of(&field).map_or(file, PathBuf::from),
+                field,
+                message,
+            },
             other => other,
         }
     }
@@ -178,8 +181,10 @@ fn set(root: &mut Value, path: &[&str], value: Value) -> Result<(), String> {
             *at = Value::Object(Map::new());
         }
         let Value::Object(map) = at else {
-            let parent = path[..i].join(".");
-            return Err(format!("the config's `{parent}` is not an object"));
+            return Err(match i {
+                0 => "the config is not a JSON object".to_string(),
+                _ => format!("the config's `{}` is not an object", path[..i].join(".")),
+            });
         };
         if i + 1 == path.len() {
             map.insert((*key).to_string(), value);
