@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::auth::Applied;
 use crate::auth::basic::Verified;
@@ -126,17 +126,36 @@ impl Gateway {
     }
 
     /// Re-reads the policies, then `app_path`, and swaps each set in one
-    /// step (policies first, as Tyk does).
+    /// step (policies first, as Tyk does). A file that fails is logged with
+    /// its error; the version of it that was running stays, and a folder
+    /// that cannot be read keeps everything that was loaded from it.
     pub fn reload_now(&self) {
         let generation = self.policy_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let policies = PolicySet::load(&self.config.policies, generation);
+        let current = self.policies();
+        let (policies, errors) = PolicySet::read(&self.config.policies, generation, Some(&current));
+        for e in errors {
+            error!("reload: policies: {e}");
+        }
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policies);
-        let fresh = Registry::load(&self.config);
         let current = self.registry();
+        let (fresh, errors) = match Registry::read(&self.config, Some(&current)) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                error!("reload: {e}; the {} APIs loaded stay", current.len());
+                return;
+            }
+        };
+        for e in &errors {
+            error!("reload: apis: {e}");
+        }
         if fresh.is_empty() && current.is_empty() {
             return;
         }
-        info!("reload: {} APIs loaded", fresh.len());
+        info!(
+            "reload: {} APIs loaded, {} files with errors",
+            fresh.len(),
+            errors.len()
+        );
         *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
     }
 

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod apidef;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod echo;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod session;
 pub mod sessions;
 pub mod store;
 pub mod upstream;
+pub mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ use crate::router::Router;
 use crate::server::{Handler, Listener};
 
 /// Loads the config, opens the store, binds the listeners and serves until
-/// SIGTERM or SIGINT.
+/// SIGTERM or SIGINT; SIGHUP reloads APIs and policies.
 pub fn run(conf: &Path) -> Result<(), Error> {
     let config = Config::load(conf)?;
     if config.admin_loopback_only() {
@@ -52,13 +54,18 @@ pub fn run(conf: &Path) -> Result<(), Error> {
         signal_hook::flag::register(signal, shutdown.clone())
             .map_err(|e| Error::io("installing signal handlers", e))?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| Error::io("installing signal handlers", e))?;
     let gw = Gateway::open(config)?;
     let listeners = bind_all(&gw)?;
     let reloader = gw.spawn_reloader(shutdown.clone());
     let persister = gw.spawn_persister(shutdown.clone());
+    let watcher = watch::spawn(gw.clone(), hup, shutdown.clone());
     let served = server::serve(gw.config.server.clone(), listeners, shutdown.clone());
     info!("shutting down: flushing the store");
     reloader.join().ok();
+    watcher.join().ok();
     persister.join().ok();
     gw.flush();
     served.map_err(|e| Error::io("server", e))

@@ -6,13 +6,14 @@
 //! started with.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{error, info, warn};
 
-use crate::apidef::{ApiSpec, ListenPath, PathMatching, reserved_listen_path};
-use crate::config::{Config, json_files};
+use crate::apidef::{ApiSpec, ListenPath, reserved_listen_path};
+use crate::config::{Config, list_json};
+use crate::error::Error;
 
 /// One route: a prefix and the API it leads to.
 struct Route {
@@ -38,6 +39,9 @@ pub struct Registry {
     /// Definitions in load order, for `GET /tyk/apis`.
     order: Vec<Arc<ApiSpec>>,
     strict: bool,
+    /// The file each API was loaded from, for a reload that must keep the
+    /// last good version of a file that broke.
+    sources: HashMap<PathBuf, Arc<ApiSpec>>,
 }
 
 impl Registry {
@@ -92,27 +96,64 @@ impl Registry {
     /// the file) those that fail to parse or validate, or whose listen path
     /// is reserved.
     pub fn load(config: &Config) -> Registry {
-        let specs = read_dir(&config.app_path, config.path_matching)
-            .into_iter()
-            .filter(|(file, spec)| {
-                let reserved = reserved_listen_path(&spec.listen.text, &config.health_check_path);
-                if let Some(why) = &reserved {
-                    error!(
-                        "apis: skipping {}: `proxy.listen_path`: {why}",
-                        file.display()
-                    );
+        let (registry, errors) = Registry::read(config, None).unwrap_or_else(|e| {
+            warn!("{e}; no APIs loaded");
+            Default::default()
+        });
+        for e in errors {
+            error!("apis: skipping {e}");
+        }
+        registry
+    }
+
+    /// Compiles every `*.json` in `app_path`; a file that fails is left out
+    /// and its error returned, unless `previous` loaded an API from that
+    /// file: then that version is kept (with a warning). `Err`: the folder
+    /// itself could not be read.
+    pub fn read(
+        config: &Config,
+        previous: Option<&Registry>,
+    ) -> Result<(Registry, Vec<Error>), Error> {
+        let dir = &config.app_path;
+        let files = list_json(dir)
+            .map_err(|e| Error::config(dir, "", format!("cannot read the app_path folder: {e}")))?;
+        if files.is_empty() {
+            warn!("apis: no API definitions in {}", dir.display());
+        }
+        let (mut specs, mut errors) = (Vec::new(), Vec::new());
+        for file in files {
+            match compile(config, &file) {
+                Ok(spec) => specs.push((file, spec)),
+                Err(e) => {
+                    if let Some(old) = previous.and_then(|p| p.sources.get(&file)) {
+                        keep_last_good(config, &file, old, &mut specs);
+                    }
+                    errors.push(e);
                 }
-                reserved.is_none()
-            })
-            .map(|(_, spec)| {
-                info!(
-                    "loaded API {:?} (api_id {}) on {} -> {}",
-                    spec.def.name, spec.def.api_id, spec.listen.text, spec.def.proxy.target_url
-                );
-                spec
-            })
+            }
+        }
+        for (_, spec) in &specs {
+            info!(
+                "loaded API {:?} (api_id {}) on {} -> {}",
+                spec.def.name, spec.def.api_id, spec.listen.text, spec.def.proxy.target_url
+            );
+        }
+        let ids: Vec<(PathBuf, String)> = specs
+            .iter()
+            .map(|(f, s)| (f.clone(), s.id().to_string()))
             .collect();
-        Registry::new(specs, config.enable_strict_routes)
+        let mut reg = Registry::new(
+            specs.into_iter().map(|(_, s)| s).collect(),
+            config.enable_strict_routes,
+        );
+        // A duplicate api_id keeps the first file's API: only that file owns it.
+        let mut owned = std::collections::HashSet::new();
+        for (file, id) in ids {
+            if let Some(api) = reg.by_id.get(&id).filter(|_| owned.insert(id.clone())) {
+                reg.sources.insert(file, api.clone());
+            }
+        }
+        Ok((reg, errors))
     }
 
     /// The API serving the canonical `path`, if any. A path that is a
@@ -164,23 +205,38 @@ fn is_strict_candidate(listen_path: &str) -> bool {
     !listen_path.ends_with('/') && !listen_path.contains('{')
 }
 
-/// Compiles every definition file in `dir`, sorted by file name.
-fn read_dir(dir: &Path, m: PathMatching) -> Vec<(std::path::PathBuf, ApiSpec)> {
-    let files = json_files(dir, "app_path");
-    if files.is_empty() {
-        warn!("apis: no API definitions in {}", dir.display());
+/// One definition file, compiled; a reserved listen path is an error.
+fn compile(config: &Config, file: &Path) -> Result<ApiSpec, Error> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::config(file, "", e))?;
+    let spec = ApiSpec::from_json(file, &text, config.path_matching)?;
+    match reserved_listen_path(&spec.listen.text, &config.health_check_path) {
+        Some(why) => Err(Error::config(file, "proxy.listen_path", why)),
+        None => Ok(spec),
     }
-    let mut specs = Vec::new();
-    for file in files {
-        let loaded = std::fs::read_to_string(&file)
-            .map_err(|e| crate::error::Error::config(&file, "", e))
-            .and_then(|text| ApiSpec::from_json(&file, &text, m));
-        match loaded {
-            Ok(spec) => specs.push((file, spec)),
-            Err(e) => error!("apis: skipping {e}"),
+}
+
+/// Recompiles the definition `old` was loaded from (it compiled under this
+/// config before, so it does again) in place of its broken file.
+fn keep_last_good(
+    config: &Config,
+    file: &Path,
+    old: &ApiSpec,
+    specs: &mut Vec<(PathBuf, ApiSpec)>,
+) {
+    match ApiSpec::from_value(file, old.raw.clone(), config.path_matching) {
+        Ok(spec) => {
+            warn!(
+                "apis: {} is broken; keeping the last good version of API {}",
+                file.display(),
+                spec.id()
+            );
+            specs.push((file.to_path_buf(), spec));
         }
+        Err(e) => error!(
+            "apis: the last good version of {} no longer loads: {e}",
+            file.display()
+        ),
     }
-    specs
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::json_files;
+use crate::config::list_json;
 use crate::error::Error;
 use crate::session::AccessDefinition;
 
@@ -228,6 +228,9 @@ pub struct PolicySet {
     scoped: HashMap<String, HashMap<String, usize>>,
     /// By id alone: the last loaded.
     latest: HashMap<String, usize>,
+    /// The policies each file gave, for a reload that must keep the last
+    /// good version of a file (or record entry) that broke.
+    files: BTreeMap<PathBuf, Vec<Policy>>,
     /// Distinct for every snapshot the gateway loads: a session with its
     /// policies applied is valid for one generation only.
     pub generation: u64,
@@ -271,16 +274,34 @@ impl PolicySet {
     /// Reads the policies `source` names; a file that does not parse is
     /// skipped with an error naming it.
     pub fn load(source: &PolicySource, generation: u64) -> PolicySet {
-        let policies = match (&source.dir, &source.record) {
-            (Some(dir), _) => read_dir(dir),
-            (None, Some(file)) => read_record(file),
-            (None, None) => Vec::new(),
+        let (set, errors) = PolicySet::read(source, generation, None);
+        for e in errors {
+            error!("policies: skipping {e}");
+        }
+        set
+    }
+
+    /// `load`, returning the errors of the files (or entries) that failed.
+    /// Those are left out, unless `previous` loaded them: then their last
+    /// good version is kept (with a warning).
+    pub fn read(
+        source: &PolicySource,
+        generation: u64,
+        previous: Option<&PolicySet>,
+    ) -> (PolicySet, Vec<Error>) {
+        let mut errors = Vec::new();
+        let files = match (&source.dir, &source.record) {
+            (Some(dir), _) => read_dir(dir, previous, &mut errors),
+            (None, Some(file)) => read_record(file, previous, &mut errors),
+            (None, None) => BTreeMap::new(),
         };
-        let set = PolicySet::new(policies, generation);
+        let policies = files.values().flatten().cloned().collect();
+        let mut set = PolicySet::new(policies, generation);
+        set.files = files;
         if source.dir.is_some() || source.record.is_some() {
             info!("policies: {} loaded", set.len());
         }
-        set
+        (set, errors)
     }
 
     /// The policy `id` of `org`, as a key finds it.
@@ -308,34 +329,66 @@ impl PolicySet {
     }
 }
 
+/// What each file gave.
+type ByFile = BTreeMap<PathBuf, Vec<Policy>>;
+
 /// Each `*.json` in `dir` is one policy (its `id` names it, not the file).
-fn read_dir(dir: &Path) -> Vec<Policy> {
-    let mut out = Vec::new();
-    for file in json_files(dir, "policy_path") {
+fn read_dir(dir: &Path, previous: Option<&PolicySet>, errors: &mut Vec<Error>) -> ByFile {
+    let files = match (list_json(dir), previous) {
+        (Ok(files), _) => files,
+        (Err(e), None) => {
+            warn!(
+                "cannot read policy_path folder {}: {e}; none loaded",
+                dir.display()
+            );
+            return ByFile::new();
+        }
+        (Err(e), Some(prev)) => {
+            let why = format!("cannot read the policy_path folder: {e}; the policies loaded stay");
+            errors.push(Error::config(dir, "", why));
+            return prev.files.clone();
+        }
+    };
+    let mut out = ByFile::new();
+    for file in files {
         match read_json(&file).and_then(|raw| Policy::from_value(&file, "", raw)) {
-            Ok(p) => out.push(p),
-            Err(e) => error!("policies: skipping {e}"),
+            Ok(p) => {
+                out.insert(file, vec![p]);
+            }
+            Err(e) => {
+                errors.push(e);
+                out.extend(last_good(previous, &file));
+            }
         }
     }
     out
 }
 
+/// What `previous` loaded from `file`, announced as kept.
+fn last_good(previous: Option<&PolicySet>, file: &Path) -> Option<(PathBuf, Vec<Policy>)> {
+    let old = previous?.files.get(file)?;
+    warn!(
+        "policies: {} is broken; keeping its last good version",
+        file.display()
+    );
+    Some((file.to_path_buf(), old.clone()))
+}
+
 /// `{"<id>": policy, ...}`: the map key is the policy's id.
-fn read_record(file: &Path) -> Vec<Policy> {
+fn read_record(file: &Path, previous: Option<&PolicySet>, errors: &mut Vec<Error>) -> ByFile {
     let raw = match read_json(file) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
-            error!(
-                "policies: {}: expected an object of policies by id",
-                file.display()
-            );
-            return Vec::new();
+            let why = "expected an object of policies by id";
+            errors.push(Error::config(file, "", why));
+            return last_good(previous, file).into_iter().collect();
         }
         Err(e) => {
-            error!("policies: {e}");
-            return Vec::new();
+            errors.push(e);
+            return last_good(previous, file).into_iter().collect();
         }
     };
+    let before = previous.and_then(|p| p.files.get(file));
     let mut out = Vec::new();
     for (id, value) in raw {
         match Policy::from_value(file, &id, value) {
@@ -343,10 +396,19 @@ fn read_record(file: &Path) -> Vec<Policy> {
                 p.id = id;
                 out.push(p);
             }
-            Err(e) => error!("policies: skipping {e}"),
+            Err(e) => {
+                errors.push(e);
+                if let Some(old) = before.and_then(|ps| ps.iter().find(|p| p.id == id)) {
+                    warn!(
+                        "policies: {id} in {} is broken; keeping its last good version",
+                        file.display()
+                    );
+                    out.push(old.clone());
+                }
+            }
         }
     }
-    out
+    ByFile::from([(file.to_path_buf(), out)])
 }
 
 fn read_json(file: &Path) -> Result<Value, Error> {

@@ -96,7 +96,7 @@ pub struct GatewayBuilder {
     apps_dir: bool,
     cwd: Option<PathBuf>,
     nofile: Option<u64>,
-    envs: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for GatewayBuilder {
@@ -112,7 +112,7 @@ impl Default for GatewayBuilder {
             apps_dir: true,
             cwd: None,
             nofile: None,
-            envs: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -168,9 +168,9 @@ impl GatewayBuilder {
         self
     }
 
-    /// An environment variable for the child.
+    /// An environment variable for the child (e.g. a `TYK_GW_*` override).
     pub fn env(mut self, name: &str, value: &str) -> Self {
-        self.envs.push((name.into(), value.into()));
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -243,7 +243,7 @@ impl GatewayBuilder {
             SECRET.to_string()
         };
         let nofile = self.nofile;
-        let envs = self.envs.clone();
+        let env = self.env.clone();
         let (dir, conf_path, cwd, expect) = self.prepare();
         let mut gw = Gateway {
             child: None,
@@ -258,7 +258,7 @@ impl GatewayBuilder {
             stderr_thread: None,
             expect,
             nofile,
-            envs,
+            env,
         };
         match gw.launch() {
             Ok(()) => Ok(gw),
@@ -294,8 +294,8 @@ pub struct Gateway {
     expect: Expect,
     /// `ulimit -n` for the child, when set.
     nofile: Option<u64>,
-    /// Extra environment for the child.
-    envs: Vec<(String, String)>,
+    /// Extra environment variables for the child.
+    env: Vec<(String, String)>,
 }
 
 /// `listening on ADDR (WHAT)` → (addr, what).
@@ -342,7 +342,7 @@ impl Gateway {
             .arg(&self.conf_path)
             .env("RUST_LOG", "info")
             .env("RUST_LOG_STYLE", "never")
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.cwd.clone().unwrap_or(dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -454,17 +454,14 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
-    /// True when some log line contains `needle`, waiting up to 5 s for
-    /// it: stderr is read by a thread of ours, so a line the gateway wrote
-    /// before it answered may not have reached `logs` yet under load.
+    /// True when some log line contains `needle`.
     pub fn logs_contain(&self, needle: &str) -> bool {
-        self.wait_for_log(needle, Duration::from_secs(5))
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     /// Waits (bounded) for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
-        let seen = || self.logs.lock().unwrap().iter().any(|l| l.contains(needle));
-        super::eventually(seen, within)
+        super::eventually(|| self.logs_contain(needle), within)
     }
 
     /// SIGKILL, then wait for the process.
@@ -609,10 +606,21 @@ impl Drop for Gateway {
 /// Runs the binary with `args` to completion (at most 10 s): status,
 /// stdout, stderr.
 pub fn run_cli(args: &[&str], cwd: &Path) -> (ExitStatus, String, String) {
+    run_cli_env(args, cwd, &[])
+}
+
+/// `run_cli` with extra environment variables (set last: they may
+/// replace `RUST_LOG`).
+pub fn run_cli_env(
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
     let mut child = Command::new(bin())
         .args(args)
         .env("RUST_LOG", "info")
         .env("RUST_LOG_STYLE", "never")
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 #[allow(unused_imports)]
-pub use gateway::{Exited, Gateway, GatewayBuilder, SECRET, default_conf, run_cli};
+pub use gateway::{Exited, Gateway, GatewayBuilder, SECRET, default_conf, run_cli, run_cli_env};
 #[allow(unused_imports)]
 pub use http::{Conn, Resp, request, send_raw, send_raw_timeout};
 #[allow(unused_imports)]

@@ -4,6 +4,9 @@
 //! and warned about once; they are never an error. Reading API definitions
 //! is `apidef`'s job.
 
+pub mod env;
+mod env_table;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use log::warn;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::apidef::{Cidr, PathMatching};
 use crate::auth::policy::PolicySource;
@@ -20,6 +24,7 @@ use crate::http::path::{Cleaning, PathRules, RawPathRules};
 use crate::http::tls::{CertSource, ListenerTls, Versions};
 use crate::keyid::HashAlg;
 use crate::upstream::tls::ClientTls;
+pub use env::Env;
 
 /// Tyk's published sample secret: with it the admin API is loopback-only.
 pub const SAMPLE_SECRET: &str = "352d20ee67be67f6340b4c0605b044b7";
@@ -163,6 +168,8 @@ pub struct RawServer {
     /// Proxies (addresses or CIDR ranges) whose `X-Real-IP` /
     /// `X-Forwarded-For` name the client for IP lists; nobody else's.
     pub trusted_proxies: Vec<String>,
+    /// Reload by itself when `app_path` or the policy path changes.
+    pub watch: bool,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -245,14 +252,30 @@ pub struct Config {
     pub listener_tls: Option<ListenerTls>,
     /// `proxy_ssl_*`: TLS to `https://` upstreams.
     pub upstream_tls: ClientTls,
+    /// `gatehouse.watch`: reload when `app_path` or the policy path changes.
+    pub watch: bool,
 }
 
 impl Config {
-    /// Reads, parses and validates the file at `path`.
+    /// Reads, parses and validates the file at `path`, with the process's
+    /// `TYK_GW_*` overrides.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(path, "", format!("cannot read: {e}")))?;
-        let (raw, unknown) = parse(path, &text)?;
+        Config::load_with(path, &Env::from_process())
+    }
+
+    /// `load` with the overrides in `env`.
+    pub fn load_with(path: &Path, env: &Env) -> Result<Config, Error> {
+        let text = read(path, env)?;
+        Config::from_source(path, text.as_deref(), env)
+    }
+
+    /// Parses and validates what `read` returned for `path` under `env`,
+    /// warning about unknown fields and variables.
+    pub fn from_source(path: &Path, text: Option<&str>, env: &Env) -> Result<Config, Error> {
+        let (raw, unknown, applied) = parse_with(path, text, env)?;
+        for warning in &applied.warnings {
+            warn!("{warning}");
+        }
         if !unknown.is_empty() {
             let list: Vec<&str> = unknown.iter().map(String::as_str).collect();
             warn!(
@@ -261,7 +284,7 @@ impl Config {
                 list.join(", ")
             );
         }
-        raw.validate(path)
+        raw.validate(path).map_err(|e| applied.blame(e))
     }
 
     /// True when the admin API must answer loopback clients only.
@@ -271,48 +294,58 @@ impl Config {
 }
 
 /// The `*.json` files of a folder that holds definitions (APIs, policies),
-/// sorted by name; `what` names them in the warning when it cannot be read.
-pub fn json_files(dir: &Path, what: &str) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            warn!(
-                "cannot read {what} folder {}: {e}; none loaded",
-                dir.display()
-            );
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
+/// sorted by name; the caller judges a folder that cannot be read.
+pub fn list_json(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    files
+    Ok(files)
 }
 
-/// Parses JSON, or TOML when the file name ends in `.toml`. Returns the raw
-/// config and the dotted paths of fields it did not know.
+/// The config file's text; `None` when `TYK_GW_OMITCONFIGFILE=true` says to
+/// start from an empty config (then the file need not exist). An `Err` here
+/// means the file could not be read at all.
+pub fn read(path: &Path, env: &Env) -> Result<Option<String>, Error> {
+    if env.omit_file() {
+        return Ok(None);
+    }
+    std::fs::read_to_string(path)
+        .map(Some)
+        .map_err(|e| Error::config(path, "", format!("cannot read: {e}")))
+}
+
+/// Parses JSON, or TOML when the file name ends in `.toml`, without
+/// overrides. Returns the raw config and the dotted paths of fields it did
+/// not know.
 pub fn parse(path: &Path, text: &str) -> Result<(RawConfig, BTreeSet<String>), Error> {
+    let (raw, unknown, _) = parse_with(path, Some(text), &Env::default())?;
+    Ok((raw, unknown))
+}
+
+/// `parse` with the `TYK_GW_*` overlay applied to the file's JSON tree
+/// (`None`: an empty one) before the typed deserialisation.
+pub fn parse_with(
+    path: &Path,
+    text: Option<&str>,
+    env: &Env,
+) -> Result<(RawConfig, BTreeSet<String>, env::Applied), Error> {
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let mut tree = match text {
+        None => Value::Object(Default::default()),
+        Some(t) if is_toml => toml::from_str(t).map_err(|e| Error::config(path, "", e))?,
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::config(path, "", e))?,
+    };
+    let applied = env::apply(env, &mut tree)?;
     let mut unknown = BTreeSet::new();
     let mut note = |p: serde_ignored::Path<'_>| {
         unknown.insert(p.to_string());
     };
-    let is_toml = path.extension().is_some_and(|e| e == "toml");
-    let raw = if is_toml {
-        let de = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
-            .map_err(|e| field_error(path, e.path(), e.inner()))?
-    } else {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let raw =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut de, &mut note))
-                .map_err(|e| field_error(path, e.path(), e.inner()))?;
-        de.end().map_err(|e| Error::config(path, "", e))?;
-        raw
-    };
-    Ok((raw, unknown))
+    let raw = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(tree, &mut note))
+        .map_err(|e| applied.blame(field_error(path, e.path(), e.inner())))?;
+    Ok((raw, unknown, applied))
 }
 
 fn field_error(path: &Path, at: &serde_path_to_error::Path, e: &dyn std::fmt::Display) -> Error {
@@ -548,6 +581,7 @@ impl RawConfig {
             server,
             listener_tls,
             upstream_tls,
+            watch: g.watch,
         })
     }
 
@@ -830,7 +864,7 @@ mod tests {
 
     #[test]
     fn tyk_example_conf_loads() {
-        let text = include_str!("../tests/data/tyk.conf.example");
+        let text = include_str!("../../tests/data/tyk.conf.example");
         let (c, unknown) = load_str("tyk.conf", text).unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert!(c.hash_keys);
