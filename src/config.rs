@@ -58,6 +58,10 @@ pub struct RawConfig {
     pub echo_upstream: Option<RawListen>,
     /// Ours: server tunables.
     pub gatehouse: RawServer,
+    /// Tyk 5.8's access logs (`enabled`, `template`).
+    pub access_logs: crate::metrics::access_log::RawAccessLogs,
+    /// `text` (default) or `json`, for every log line.
+    pub log_format: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +144,8 @@ pub struct RawServer {
     /// Proxies (addresses or CIDR ranges) whose `X-Real-IP` /
     /// `X-Forwarded-For` name the client for IP lists; nobody else's.
     pub trusted_proxies: Vec<String>,
+    /// Count requests for `/metrics` (default on).
+    pub metrics: Option<bool>,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -218,6 +224,10 @@ pub struct Config {
     pub session_cache: usize,
     pub echo_upstream: Option<SocketAddr>,
     pub server: ServerConfig,
+    /// `gatehouse.metrics` (default on): count requests for `/metrics`.
+    pub metrics: bool,
+    /// `access_logs`, when enabled, and `log_format`.
+    pub access_log: Option<crate::metrics::access_log::AccessLogConfig>,
 }
 
 impl Config {
@@ -518,6 +528,12 @@ impl RawConfig {
             )?)
             .unwrap_or(usize::MAX),
             server,
+            metrics: g.metrics.unwrap_or(true),
+            access_log: crate::metrics::access_log::AccessLogConfig::from_raw(
+                file,
+                &self.access_logs,
+                &self.log_format,
+            )?,
         })
     }
 

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod keyid;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod quota;
@@ -56,7 +57,12 @@ pub fn run(conf: &Path) -> Result<(), Error> {
     let listeners = bind_all(&gw)?;
     let reloader = gw.spawn_reloader(shutdown.clone());
     let persister = gw.spawn_persister(shutdown.clone());
-    let served = server::serve(gw.config.server.clone(), listeners, shutdown.clone());
+    let served = server::serve(
+        gw.config.server.clone(),
+        listeners,
+        shutdown.clone(),
+        gw.metrics.clone(),
+    );
     info!("shutting down: flushing the store");
     reloader.join().ok();
     persister.join().ok();

@@ -1,7 +1,7 @@
 //! The `gatehouse` binary: arguments, logger, then `gatehouse::run`.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// mimalloc: per-request allocations are many and small, and glibc's
@@ -43,9 +43,31 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(Args::Run(conf))
 }
 
+/// Starts the logger: JSON lines when the config asks for
+/// `log_format: "json"` (read ahead of the real load, whose errors are
+/// reported then), else env_logger's text.
+fn init_logger(conf: Option<&Path>) {
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let json = conf
+        .and_then(|path| {
+            let text = std::fs::read_to_string(path).ok()?;
+            gatehouse::config::parse(path, &text).ok()
+        })
+        .is_some_and(|(raw, _)| raw.log_format == "json");
+    if json {
+        logger.format(gatehouse::metrics::access_log::format_json);
+    }
+    logger.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let conf = match parse_args(std::env::args().skip(1)) {
+    let args = parse_args(std::env::args().skip(1));
+    init_logger(match &args {
+        Ok(Args::Run(conf)) => Some(conf.as_path()),
+        _ => None,
+    });
+    let conf = match args {
         Ok(Args::Run(conf)) => conf,
         Ok(Args::Help) => {
             println!("{USAGE}");

@@ -13,6 +13,7 @@ use log::{error, info, warn};
 
 use crate::apidef::{ApiSpec, ListenPath, PathMatching, reserved_listen_path};
 use crate::config::{Config, json_files};
+use crate::metrics::Metrics;
 
 /// One route: a prefix and the API it leads to.
 struct Route {
@@ -91,7 +92,7 @@ impl Registry {
     /// Reads every `*.json` in `app_path`, skipping (with an error naming
     /// the file) those that fail to parse or validate, or whose listen path
     /// is reserved.
-    pub fn load(config: &Config) -> Registry {
+    pub fn load(config: &Config, metrics: &Metrics) -> Registry {
         let specs = read_dir(&config.app_path, config.path_matching)
             .into_iter()
             .filter(|(file, spec)| {
@@ -104,7 +105,8 @@ impl Registry {
                 }
                 reserved.is_none()
             })
-            .map(|(_, spec)| {
+            .map(|(_, mut spec)| {
+                spec.stats = metrics.api(spec.id());
                 info!(
                     "loaded API {:?} (api_id {}) on {} -> {}",
                     spec.def.name, spec.def.api_id, spec.listen.text, spec.def.proxy.target_url

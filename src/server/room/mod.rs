@@ -188,6 +188,7 @@ impl WaitingRoom {
         let open = self.shared.open.fetch_add(1, Ordering::SeqCst) + 1;
         let count = ConnCount(self.shared.open.clone());
         if open > self.max_open {
+            self.shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
             debug!("server: connection cap reached; refusing {peer}");
             let _ = (&stream)
                 .write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -201,6 +202,7 @@ impl WaitingRoom {
         if !ready {
             return;
         }
+        self.shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
         stream.set_nodelay(true).ok();
         let conn = Conn {
             wire: Wire::new(stream),
@@ -359,8 +361,10 @@ impl WaitingRoom {
             return false;
         };
         conn.wire.consume(used);
-        conn.head_started = None;
-        let meta = Meta::of(&head);
+        // The time the head's first byte was read (already taken); a
+        // pipelined head that was buffered before takes the time now.
+        let started = conn.head_started.take().unwrap_or_else(Instant::now);
+        let meta = Meta::of(&head, started);
         let handler = self.shared.handlers[conn.listener].clone();
         let prepared = catch_unwind(AssertUnwindSafe(|| handler.prepare(head.request)));
         let prepared = prepared.unwrap_or_else(|_| {
@@ -380,7 +384,7 @@ impl WaitingRoom {
                     keep_alive: meta.keep_alive,
                     expect_continue: false,
                 };
-                self.dispatch(Job::Deferred(conn, head));
+                self.dispatch(Job::Deferred(conn, head, meta));
                 false
             }
             Prepared::Forward(mut plan) => {
@@ -394,7 +398,10 @@ impl WaitingRoom {
 
     /// Writes a response without blocking; true when the connection is
     /// free for its next request.
-    fn respond(&mut self, token: Token, res: Response, meta: Meta) -> bool {
+    fn respond(&mut self, token: Token, mut res: Response, meta: Meta) -> bool {
+        let now = Instant::now();
+        let (status, metrics) = (res.status, &self.shared.metrics);
+        metrics.finish(&mut res.tally, status, &meta.arrival, now);
         let close = meta.must_close(&self.shared, &res);
         let Some(bytes) = encode_whole(&res, meta.is_head, close) else {
             unreachable!("the fast path builds responses in memory")
@@ -404,7 +411,7 @@ impl WaitingRoom {
         };
         conn.pending = bytes;
         conn.close_after = close;
-        conn.idle_since = Instant::now();
+        conn.idle_since = now;
         self.flush(token)
     }
 
