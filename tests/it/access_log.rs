@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use crate::support::gateway::merge;
 use crate::support::{
-    Gateway, Upstream, api_def, default_conf, eventually, keyless_api, request, session_for,
+    Conn, Gateway, SECRET, Upstream, api_def, default_conf, eventually, free_port, keyless_api,
+    request, session_for,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -105,17 +106,10 @@ fn access_log_unknown_template_field_stops_the_start() {
 
 /// A gateway started by hand: the support's start reads text log lines.
 struct JsonGateway {
-    child: Child,
+    _child: Reap,
     lines: Arc<Mutex<Vec<String>>>,
     port: u16,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for JsonGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl JsonGateway {
@@ -148,7 +142,7 @@ impl JsonGateway {
             }
         });
         let mut gw = JsonGateway {
-            child,
+            _child: Reap(child),
             lines,
             port: 0,
             _dir: dir,
@@ -230,4 +224,77 @@ fn json_log_format_makes_every_line_json_with_template_fields() {
     assert_eq!(v["api_key"], "--");
     assert_eq!(v["level"], "info");
     assert_eq!(v["prefix"], "access-log");
+}
+
+#[test]
+fn access_log_never_stalls_requests_when_stderr_is_stuck() {
+    let up = Upstream::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apps")).unwrap();
+    let api = keyless_api("open", "/open/", &up.url("/"));
+    std::fs::write(dir.path().join("apps/open.json"), api.to_string()).unwrap();
+    let conf = merge(
+        default_conf(),
+        &json!({"listen_port": port, "access_logs": {"enabled": true}}),
+    );
+    std::fs::write(dir.path().join("tyk.conf"), conf.to_string()).unwrap();
+    // stderr is a pipe nobody reads: once its buffer is full, every write
+    // to it blocks.
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("--conf")
+            .arg(dir.path().join("tyk.conf"))
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let _stuck = child.0.stderr.take();
+    let up_at = eventually(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        Duration::from_secs(10),
+    );
+    assert!(up_at, "gateway did not start");
+    let mut conn = Conn::open(port);
+    let started = std::time::Instant::now();
+    let mut dropped = 0.0;
+    // Far more lines than the pipe and the queue hold.
+    for round in 0..40 {
+        for _ in 0..500 {
+            conn.send(b"GET /open/x HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(conn.read_response(false).unwrap().status, 200);
+        }
+        let text = request(
+            port,
+            "GET",
+            "/metrics",
+            &[("x-tyk-authorization", SECRET)],
+            None,
+        )
+        .text();
+        dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("gatehouse_access_log_dropped_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if dropped > 0.0 || started.elapsed() > Duration::from_secs(60) {
+            eprintln!("dropped {dropped} after {} requests", (round + 1) * 500);
+            break;
+        }
+    }
+    assert!(dropped > 0.0, "lines were queued or written, never dropped");
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
