@@ -74,7 +74,9 @@ fn run(shared: &Shared, job: Job) -> Option<Conn> {
 /// Writes `res` for a request described by `meta`, then serves on.
 fn answer(shared: &Shared, conn: Conn, mut res: Response, meta: Meta) -> Option<Conn> {
     let status = res.status;
-    (shared.metrics).finish(&mut res.tally, status, &meta.arrival, Instant::now());
+    shared
+        .metrics
+        .finish(&mut res.tally, status, &meta.arrival, Instant::now());
     let close = meta.must_close(shared, &res);
     match write_response(&conn.wire.stream, res, meta.is_head, close, meta.version) {
         Ok(true) if !close => serve_conn(shared, conn),
@@ -161,7 +163,10 @@ fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<(RequestHead, Meta
         None => match codec::parse_request(conn.wire.buffered(), &cfg.limits, conn.peer) {
             Ok(Some((head, used))) => {
                 conn.wire.consume(used);
-                let meta = Meta::of(&head, Instant::now());
+                // The loop noted when this head began (a request it could
+                // not take); one read while lingering starts now.
+                let started = conn.head_started.take().unwrap_or_else(Instant::now);
+                let meta = Meta::of(&head, started);
                 (head, meta)
             }
             Ok(None) => return true,
@@ -182,7 +187,9 @@ fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<(RequestHead, Meta
         Response::text(500, "Internal Server Error").with_close()
     });
     let status = res.status;
-    (shared.metrics).finish(&mut res.tally, status, &meta.arrival, Instant::now());
+    shared
+        .metrics
+        .finish(&mut res.tally, status, &meta.arrival, Instant::now());
     if matches!(res.body, Body::Upgrade(_)) {
         // A handshake has no body: the reader is done with the wire.
         let _ = body;
