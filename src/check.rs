@@ -37,7 +37,7 @@ pub fn check(conf: &Path, env: &Env) -> Result<Report, Error> {
         }
     };
     let (policies, mut errors) = PolicySet::read(&config.policies, 1, None);
-    let registry = match Registry::read(&config, None) {
+    let registry = match Registry::read(&config, None, None) {
         Ok((registry, api_errors)) => {
             errors.extend(api_errors);
             registry

@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http::path::Reject;
 use crate::keys::KeyIds;
+use crate::metrics::Metrics;
+use crate::metrics::access_log::AccessLog;
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
@@ -45,6 +47,8 @@ pub struct Gateway {
     pub tokens: VerifiedTokens,
     /// JWKS documents fetched for JWT APIs, per API.
     pub jwks: Jwks,
+    /// Counters for `/metrics`, and the access log.
+    pub metrics: Arc<Metrics>,
     registry: RwLock<Arc<Registry>>,
     policies: RwLock<Arc<PolicySet>>,
     /// The last policy snapshot's generation.
@@ -77,7 +81,14 @@ impl Gateway {
         let quotas = Quotas::load(store.clone())?;
         info!("store {}: opened", config.store_path.display());
         let policies = PolicySet::load(&config.policies, 1);
-        let registry = Registry::load(&config);
+        let access_log = match config.access_log {
+            Some(cfg) => {
+                Some(AccessLog::start(cfg).map_err(|e| Error::io("starting the access log", e))?)
+            }
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new(config.metrics, access_log));
+        let registry = Registry::load(&config, &metrics);
         info!(
             "apis: {} loaded from {}",
             registry.len(),
@@ -101,6 +112,7 @@ impl Gateway {
             verified: Verified::new(config.session_cache),
             tokens: VerifiedTokens::new(config.session_cache),
             jwks: Jwks::new(config.jwks_cache),
+            metrics,
             registry: RwLock::new(Arc::new(registry)),
             policies: RwLock::new(Arc::new(policies)),
             policy_generation: AtomicU64::new(1),
@@ -138,13 +150,14 @@ impl Gateway {
         }
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policies);
         let current = self.registry();
-        let (fresh, errors) = match Registry::read(&self.config, Some(&current)) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                error!("reload: {e}; the {} APIs loaded stay", current.len());
-                return;
-            }
-        };
+        let (fresh, errors) =
+            match Registry::read(&self.config, Some(&current), Some(&self.metrics)) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    error!("reload: {e}; the {} APIs loaded stay", current.len());
+                    return;
+                }
+            };
         for e in &errors {
             error!("reload: apis: {e}");
         }

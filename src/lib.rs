@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http;
 pub mod keyid;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod quota;
@@ -62,7 +63,12 @@ pub fn run(conf: &Path) -> Result<(), Error> {
     let reloader = gw.spawn_reloader(shutdown.clone());
     let persister = gw.spawn_persister(shutdown.clone());
     let watcher = watch::spawn(gw.clone(), hup, shutdown.clone());
-    let served = server::serve(gw.config.server.clone(), listeners, shutdown.clone());
+    let served = server::serve(
+        gw.config.server.clone(),
+        listeners,
+        shutdown.clone(),
+        gw.metrics.clone(),
+    );
     info!("shutting down: flushing the store");
     reloader.join().ok();
     watcher.join().ok();

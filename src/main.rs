@@ -114,6 +114,20 @@ fn check(conf: &Path) -> ExitCode {
     ExitCode::from(u8::from(errors > 0))
 }
 
+/// JSON log lines: `TYK_GW_LOGFORMAT` / `TYK_LOGFORMAT` (as Tyk reads them,
+/// before anything), else the config's `log_format` (read ahead of the
+/// real load, whose errors are reported then).
+fn json_logs(conf: &Path) -> bool {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(v) = var("TYK_GW_LOGFORMAT").or_else(|| var("TYK_LOGFORMAT")) {
+        return v.eq_ignore_ascii_case("json");
+    }
+    std::fs::read_to_string(conf)
+        .ok()
+        .and_then(|text| gatehouse::config::parse(conf, &text).ok())
+        .is_some_and(|(raw, _)| raw.log_format == "json")
+}
+
 fn main() -> ExitCode {
     let conf = match parse_args(std::env::args().skip(1)) {
         Ok(Args::Check(conf)) => return check(&conf),
@@ -131,7 +145,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logger("info").init();
+    let mut builder = logger("info");
+    if json_logs(&conf) {
+        builder.format(gatehouse::metrics::access_log::format_json);
+    }
+    builder.init();
     match gatehouse::run(&conf) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

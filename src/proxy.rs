@@ -4,15 +4,18 @@
 //! client's response (upstream status, headers and streamed body, plus the
 //! headers the stages asked for). Upstream faults become Tyk's errors.
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::apidef::{ApiSpec, Balancer, Breaker, Target};
 use crate::error::proxy_error;
 use crate::http::codec::{ResponseHead, encode_request_head};
 use crate::http::path::{self, Reject};
 use crate::http::{Body, Framing, Headers, Response, Upgraded};
+use crate::metrics::{Flag, Tally};
 use crate::pipeline::Exchange;
 use crate::upstream::tls::TlsTo;
 use crate::upstream::{Outgoing, Upstream, UpstreamError};
@@ -286,6 +289,8 @@ pub struct Forward {
     breaker: Option<Arc<Breaker>>,
     /// A WebSocket handshake: a `101` answer turns into a tunnel.
     pub websocket: bool,
+    /// The request's API and access-log entry, moved onto its response.
+    pub tally: Cell<Tally>,
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
@@ -371,6 +376,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         picked,
         breaker: x.edits.breaker.clone(),
         websocket: x.websocket,
+        tally: Cell::default(),
     })
 }
 
@@ -430,7 +436,8 @@ impl Forward {
             upgrade: false,
             tls: self.tls.as_ref(),
         };
-        match self.upstream.send(out) {
+        let sent = Instant::now();
+        let mut res = match self.upstream.send(out) {
             Ok((head, body)) => {
                 let len = body.declared_len();
                 self.respond(
@@ -442,13 +449,25 @@ impl Forward {
                 )
             }
             Err(e) => self.fail(e),
-        }
+        };
+        res.tally.sent = Some(sent);
+        res
     }
 
     /// Sends a WebSocket handshake. Only a `101` naming `websocket` becomes
     /// a tunnel (`Body::Upgrade`); any other answer is an ordinary
     /// response, and the connection stays HTTP.
     pub fn upgrade(&self) -> Response {
+        let sent = Instant::now();
+        let mut res = self.handshake();
+        if res.tally.api.is_none() {
+            res.tally = self.tally.take();
+        }
+        res.tally.sent = Some(sent);
+        res
+    }
+
+    fn handshake(&self) -> Response {
         let out = Outgoing {
             address: &self.address,
             head: &self.head,
@@ -502,6 +521,7 @@ impl Forward {
         for (name, value) in self.extra.iter() {
             res.headers.set(name, value);
         }
+        res.tally = self.tally.take();
         res.body = Body::Upgrade(Box::new(Upgraded {
             buffered: wire.buffered().to_vec(),
             stream: wire.stream,
@@ -515,6 +535,10 @@ impl Forward {
             b.record(head.status >= 500, std::time::Instant::now());
         }
         let mut res = Response::new(head.status);
+        res.tally = self.tally.take();
+        if head.status >= 500 {
+            res.tally.flag = Some(Flag::Urs);
+        }
         res.headers = head.headers;
         strip_hop_by_hop::<&str>(&mut res.headers, &[]);
         for (name, value) in &self.response_edits {
@@ -558,12 +582,39 @@ impl Forward {
             log::Level::Error
         };
         log::log!(level, "{}: upstream {}: {e}", self.what, self.address);
-        let res = proxy_error(status, message, self.hide);
+        let mut res = proxy_error(status, message, self.hide);
+        res.tally = self.tally.take();
+        res.tally.flag = Some(flag_of(&e, status));
         if client_side { res.with_close() } else { res }
     }
 }
 
 const TOO_LARGE: &str = "Request is too large";
+
+/// Tyk's response flag for an upstream fault answered with `status`.
+fn flag_of(e: &UpstreamError, status: u16) -> Flag {
+    use io::ErrorKind as K;
+    match e {
+        UpstreamError::ClientBody(_) => match status {
+            413 => Flag::Btl,
+            400 => Flag::Biv,
+            _ => Flag::Cdc,
+        },
+        UpstreamError::Lookup(_) => Flag::Dns,
+        UpstreamError::Timeout => Flag::Urt,
+        UpstreamError::BadResponse(_) => Flag::Upe,
+        UpstreamError::Broken(io) => match io.kind() {
+            K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::NotFound => {
+                Flag::Ucf
+            }
+            K::TimedOut | K::WouldBlock => Flag::Uct,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                Flag::Urr
+            }
+            _ => Flag::Upe,
+        },
+    }
+}
 
 /// The status and message for a client body that could not be read.
 fn client_body_status(e: &io::Error) -> (u16, &'static str) {

@@ -14,6 +14,7 @@ use log::{error, info, warn};
 use crate::apidef::{ApiSpec, ListenPath, reserved_listen_path};
 use crate::config::{Config, list_json};
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// One route: a prefix and the API it leads to.
 struct Route {
@@ -95,8 +96,8 @@ impl Registry {
     /// Reads every `*.json` in `app_path`, skipping (with an error naming
     /// the file) those that fail to parse or validate, or whose listen path
     /// is reserved.
-    pub fn load(config: &Config) -> Registry {
-        let (registry, errors) = Registry::read(config, None).unwrap_or_else(|e| {
+    pub fn load(config: &Config, metrics: &Metrics) -> Registry {
+        let (registry, errors) = Registry::read(config, None, Some(metrics)).unwrap_or_else(|e| {
             warn!("{e}; no APIs loaded");
             Default::default()
         });
@@ -109,10 +110,12 @@ impl Registry {
     /// Compiles every `*.json` in `app_path`; a file that fails is left out
     /// and its error returned, unless `previous` loaded an API from that
     /// file: then that version is kept (with a warning). `Err`: the folder
-    /// itself could not be read.
+    /// itself could not be read. With `metrics`, each API counts into its
+    /// id's block (the same across reloads).
     pub fn read(
         config: &Config,
         previous: Option<&Registry>,
+        metrics: Option<&Metrics>,
     ) -> Result<(Registry, Vec<Error>), Error> {
         let dir = &config.app_path;
         let files = list_json(dir)
@@ -132,7 +135,10 @@ impl Registry {
                 }
             }
         }
-        for (_, spec) in &specs {
+        for (_, spec) in &mut specs {
+            if let Some(m) = metrics {
+                spec.stats = m.api(spec.id());
+            }
             info!(
                 "loaded API {:?} (api_id {}) on {} -> {}",
                 spec.def.name, spec.def.api_id, spec.listen.text, spec.def.proxy.target_url

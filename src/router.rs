@@ -20,6 +20,7 @@ use crate::error::{Error, admin_error, proxy_error};
 use crate::gateway::Gateway;
 use crate::http::path::{self, Canonical, Cleaning, PathRules, Reject};
 use crate::http::{Request, Response};
+use crate::metrics::text::{self, Gauges};
 use crate::pipeline::{self, Prepared, Routed};
 use crate::proxy;
 use crate::registry::Lookup;
@@ -37,6 +38,7 @@ pub struct Router {
 enum Dest {
     Health,
     Admin,
+    Metrics,
     Api(Arc<ApiSpec>, Routed),
 }
 
@@ -44,18 +46,24 @@ impl Handler for Router {
     fn prepare(&self, req: Request) -> Prepared {
         match self.destination(&req) {
             Ok(Dest::Api(api, routed)) => pipeline::prepare(&self.gw, &api, req, routed, true),
-            Ok(Dest::Health | Dest::Admin) => Prepared::Defer(req),
-            Err(res) => Prepared::Respond(res),
+            Ok(Dest::Health | Dest::Admin | Dest::Metrics) => Prepared::Defer(req),
+            Err(res) => Prepared::Respond(self.not_api(res)),
         }
     }
 
     fn handle(&self, req: Request, body: &mut dyn Read) -> Response {
-        match self.destination(&req) {
-            Ok(Dest::Api(api, routed)) => pipeline::run(&self.gw, &api, req, routed, body),
+        let res = match self.destination(&req) {
+            Ok(Dest::Api(api, routed)) => {
+                return pipeline::run(&self.gw, &api, req, routed, body);
+            }
             Ok(Dest::Health) => health(&self.gw, &req),
             Ok(Dest::Admin) => admin::handle(&self.gw, req, body),
-            Err(res) => res,
-        }
+            Ok(Dest::Metrics) => self.metrics(&req),
+            Err(res) => self.not_api(res),
+        };
+        let mut res = res;
+        res.tally.skip = true;
+        res
     }
 }
 
@@ -72,6 +80,9 @@ impl Router {
         }
         if self.admin && (canon.key == "/tyk" || canon.key.starts_with("/tyk/")) {
             return Ok(Dest::Admin);
+        }
+        if self.admin && canon.key == "/metrics" {
+            return Ok(Dest::Metrics);
         }
         let registry = self.gw.registry();
         let api = match registry.lookup(&canon.key) {
@@ -126,6 +137,40 @@ impl Router {
             key: Some(key),
             upstream,
         })
+    }
+
+    /// An answer no API gave (404, refused path, redirect): counted as
+    /// unrouted on a proxy listener, not at all on the admin one.
+    fn not_api(&self, mut res: Response) -> Response {
+        res.tally.skip = !self.proxy;
+        res
+    }
+
+    /// `GET /metrics`: the Prometheus text format. On a listener shared
+    /// with the proxy it needs the admin secret, as `/tyk/` does.
+    fn metrics(&self, req: &Request) -> Response {
+        if self.proxy && !admin::authorised(&self.gw, req) {
+            return admin_error(
+                403,
+                "Attempted administrative access with invalid or missing key!",
+            );
+        }
+        if req.method != "GET" && req.method != "HEAD" {
+            return admin_error(405, "Method Not Allowed");
+        }
+        let gw = &self.gw;
+        let gauges = Gauges {
+            path_rejects: Reject::ALL
+                .iter()
+                .map(|r| (r.name(), gw.path_rejects[r.index()].load(Ordering::Relaxed)))
+                .collect(),
+            store_write_errors: gw.store.write_errors(),
+            session_hits: gw.sessions.hits.load(Ordering::Relaxed),
+            session_misses: gw.sessions.misses.load(Ordering::Relaxed),
+            apis_loaded: gw.registry().len(),
+            policies_loaded: gw.policies().len(),
+        };
+        Response::bytes(200, text::CONTENT_TYPE, text::encode(&gw.metrics, &gauges))
     }
 
     /// A 400 for a refused path: logged at debug, counted, the reason named.

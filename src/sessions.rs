@@ -27,6 +27,9 @@ pub struct Sessions {
     epoch: AtomicU64,
     /// Serialises writers, and cache fills against writers.
     writer: Mutex<()>,
+    /// Lookups answered from memory, and those that read the store.
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
 }
 
 fn store_key(id: &str) -> String {
@@ -41,6 +44,8 @@ impl Sessions {
             cache: Cache::new(capacity.max(16)),
             epoch: AtomicU64::new(0),
             writer: Mutex::new(()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -48,8 +53,10 @@ impl Sessions {
     /// from the store and cached. An unreadable entry counts as absent.
     pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, Error> {
         if let Some(s) = self.cache.get(id) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(s));
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let before = self.epoch.load(Ordering::SeqCst);
         let Some(bytes) = self.store.get(&store_key(id))? else {
             return Ok(None);

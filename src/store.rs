@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::Error;
 
@@ -27,6 +27,10 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), Error>;
     /// False after a write failed (disk full, I/O error) until one succeeds.
     fn healthy(&self) -> bool;
+    /// Writes that failed since the store was opened.
+    fn write_errors(&self) -> u64 {
+        0
+    }
 }
 
 /// The embedded sled store.
@@ -43,6 +47,8 @@ pub struct SledStore {
     seq: Mutex<u64>,
     /// The last write failed.
     failing: AtomicBool,
+    /// Failed writes, for the metrics.
+    write_errors: AtomicU64,
 }
 
 const SEQ_KEY: &str = "gatehouse-seq";
@@ -70,6 +76,7 @@ impl SledStore {
             path: path.to_path_buf(),
             seq: Mutex::new(0),
             failing: AtomicBool::new(false),
+            write_errors: AtomicU64::new(0),
         };
         let inside = store.stored_seq()?;
         let acknowledged = read_seq_file(path);
@@ -105,6 +112,9 @@ impl SledStore {
     fn commit(&self, batch: sled::Batch) -> Result<(), Error> {
         let result = self.commit_batch(batch);
         self.failing.store(result.is_err(), Ordering::SeqCst);
+        if result.is_err() {
+            self.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
         result
     }
 
@@ -193,6 +203,10 @@ impl Store for SledStore {
 
     fn healthy(&self) -> bool {
         !self.failing.load(Ordering::SeqCst)
+    }
+
+    fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
     }
 }
 

@@ -99,7 +99,7 @@ fn method_not_supported() -> Response {
 }
 
 /// Checks the secret (constant time) and the loopback rule.
-fn authorised(gw: &Gateway, req: &Request) -> bool {
+pub fn authorised(gw: &Gateway, req: &Request) -> bool {
     let cfg = &gw.config;
     if cfg.admin_loopback_only() && !req.peer.ip().is_loopback() {
         warn!(

@@ -67,6 +67,9 @@ pub struct ApiSpec {
     pub endpoints: HashMap<String, Endpoints>,
     /// Stages run in order before the proxy, built once at load.
     pub stages: Vec<Step>,
+    /// Its counters; the registry gives it the block its `api_id` had
+    /// before a reload.
+    pub stats: std::sync::Arc<crate::metrics::ApiStats>,
 }
 
 /// The compiled endpoint rules of one version.
@@ -229,6 +232,7 @@ impl ApiSpec {
             transport,
             versioning,
             stages,
+            stats: std::sync::Arc::new(crate::metrics::ApiStats::new(&def.api_id)),
             def,
             raw,
         })

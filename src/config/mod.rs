@@ -70,6 +70,10 @@ pub struct RawConfig {
     pub echo_upstream: Option<RawListen>,
     /// Ours: server tunables.
     pub gatehouse: RawServer,
+    /// Tyk 5.8's access logs (`enabled`, `template`).
+    pub access_logs: crate::metrics::access_log::RawAccessLogs,
+    /// `text` (default) or `json`, for every log line.
+    pub log_format: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +174,8 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     /// Reload by itself when `app_path` or the policy path changes.
     pub watch: bool,
+    /// Count requests for `/metrics` (default on).
+    pub metrics: Option<bool>,
 }
 
 /// Which `X-RateLimit-*` values responses carry (CONTRACT §5).
@@ -254,6 +260,10 @@ pub struct Config {
     pub upstream_tls: ClientTls,
     /// `gatehouse.watch`: reload when `app_path` or the policy path changes.
     pub watch: bool,
+    /// `gatehouse.metrics` (default on): count requests for `/metrics`.
+    pub metrics: bool,
+    /// `access_logs`, when enabled, and `log_format`.
+    pub access_log: Option<crate::metrics::access_log::AccessLogConfig>,
 }
 
 impl Config {
@@ -582,6 +592,12 @@ impl RawConfig {
             listener_tls,
             upstream_tls,
             watch: g.watch,
+            metrics: g.metrics.unwrap_or(true),
+            access_log: crate::metrics::access_log::AccessLogConfig::from_raw(
+                file,
+                &self.access_logs,
+                &self.log_format,
+            )?,
         })
     }
 

@@ -189,6 +189,8 @@ pub struct Response {
     pub body: Body,
     /// Close the connection after this response.
     pub close: bool,
+    /// What the metrics and the access log need to know of this request.
+    pub tally: crate::metrics::Tally,
 }
 
 impl Response {
@@ -198,6 +200,7 @@ impl Response {
             headers: Headers::new(),
             body: Body::Empty,
             close: false,
+            tally: crate::metrics::Tally::default(),
         }
     }
 

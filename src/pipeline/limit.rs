@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
 use crate::gateway::unix_now_ms as now_ms;
+use crate::metrics::Flag;
 use crate::quota::{counter_name, scope_for};
 use crate::ratelimit::{Decision, Rate};
 use crate::session::Limit;
@@ -81,10 +82,22 @@ fn check_rate(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
         let Flow::Respond(mut res) = x.reject(429, "Rate Limit Exceeded") else {
             unreachable!()
         };
+        res.tally.flag = Some(Flag::Rlt);
         for (n, v) in headers.into_iter().flatten() {
             res.headers.set(n, v);
         }
         return Flow::Respond(res);
+    }
+}
+
+/// `flow`'s answer marked with a response flag for the metrics.
+fn flagged(flow: Flow, flag: Flag) -> Flow {
+    match flow {
+        Flow::Respond(mut res) => {
+            res.tally.flag = Some(flag);
+            Flow::Respond(res)
+        }
+        other => other,
     }
 }
 
@@ -98,7 +111,7 @@ fn check_quota(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
             x.gw.quotas
                 .check(&name, &x.stored_id, max, limit.quota_renewal_rate, x.now);
         if !d.allowed {
-            return x.reject(403, "Quota exceeded");
+            return flagged(x.reject(403, "Quota exceeded"), Flag::Qex);
         }
         remaining = d.remaining;
         if d.renews != 0 {
@@ -166,7 +179,7 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
         ),
     };
     match x.gw.rate.check(&bucket, rate, now_ms()) {
-        Some(d) if !d.allowed => x.reject(429, "API Rate Limit Exceeded"),
+        Some(d) if !d.allowed => flagged(x.reject(429, "API Rate Limit Exceeded"), Flag::Rlt),
         _ => Flow::Continue,
     }
 }

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use crate::apidef::{ApiDefinition, ApiSpec, AuthChain, AuthMethod, Endpoints};
 use crate::error::proxy_error;
 use crate::gateway::Gateway;
-use crate::http::{Headers, Request, Response};
+use crate::http::{Headers, Request, Response, Version};
+use crate::metrics::Tally;
+use crate::metrics::access_log::{Entry, mask_key};
 use crate::proxy::{self, Forward};
 use crate::session::Session;
 
@@ -257,7 +259,11 @@ fn prepare_with(
         }
         match (step.run)(&mut x) {
             Flow::Continue => {}
-            Flow::Respond(res) => return Prepared::Respond(with_cors(res, &x.cors)),
+            Flow::Respond(res) => {
+                let mut res = with_cors(res, &x.cors);
+                tally(&x, &mut res.tally, "");
+                return Prepared::Respond(res);
+            }
             Flow::Defer => return Prepared::Defer(x.req),
         }
     }
@@ -267,10 +273,54 @@ fn prepare_with(
     match proxy::plan(&x) {
         Ok(mut f) => {
             f.body_prefix = x.body.take();
+            tally(&x, f.tally.get_mut(), &f.address);
             Prepared::Forward(Box::new(f))
         }
-        Err(res) => Prepared::Respond(res),
+        Err(mut res) => {
+            tally(&x, &mut res.tally, "");
+            Prepared::Respond(res)
+        }
     }
+}
+
+/// Names the request's API for the metrics and, when access logs are on,
+/// starts its access-log entry (Tyk's fields; the key masked, or its hash
+/// with `hash_keys`, as Tyk logs it).
+fn tally(x: &Exchange<'_>, t: &mut Tally, upstream: &str) {
+    t.api = Some(x.api.stats.clone());
+    if x.gw.metrics.access_log.is_none() {
+        return;
+    }
+    let req = &x.req;
+    let api_key = if x.stored_id.is_empty() || !x.gw.config.hash_keys {
+        mask_key(&x.stored_id)
+    } else {
+        x.stored_id.clone()
+    };
+    let header = |name: &str| req.headers.get(name).unwrap_or_default().to_string();
+    t.log = Some(Box::new(Entry {
+        api_id: x.api.id().to_string(),
+        api_name: x.api.def.name.clone(),
+        org_id: x.api.def.org_id.clone(),
+        api_key,
+        client_ip: client::client_ip(req, &x.gw.config.trusted_proxies).to_string(),
+        host: header("host"),
+        method: req.method.clone(),
+        path: x.path().to_string(),
+        original_path: req.path.clone(),
+        protocol: match req.version {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        },
+        remote_addr: req.peer.to_string(),
+        user_agent: header("user-agent"),
+        upstream_addr: if upstream.is_empty() {
+            String::new()
+        } else {
+            format!("http://{upstream}")
+        },
+        ..Entry::default()
+    }));
 }
 
 /// A WebSocket handshake: a GET whose `Upgrade` is `websocket` and whose
@@ -309,7 +359,9 @@ pub fn run(
         let mut buf = Vec::new();
         let limit = gw.config.max_buffered_body;
         if let Err(e) = body.take(limit).read_to_end(&mut buf) {
-            return proxy::client_body_failure(&e, gw.config.hide_generator_header);
+            let mut res = proxy::client_body_failure(&e, gw.config.hide_generator_header);
+            res.tally.api = Some(api.stats.clone());
+            return res;
         }
         prefix = Some(buf);
     }

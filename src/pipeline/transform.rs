@@ -64,7 +64,11 @@ pub fn request(x: &mut Exchange<'_>) -> Flow {
         && !b.ready(std::time::Instant::now())
     {
         log::debug!("api {}: circuit breaker open", api.id());
-        return x.reject(503, "Service temporarily unavailable.");
+        let Flow::Respond(mut res) = x.reject(503, "Service temporarily unavailable.") else {
+            unreachable!()
+        };
+        res.tally.flag = Some(crate::metrics::Flag::Cbo);
+        return Flow::Respond(res);
     }
     x.edits.breaker = breaker;
 

@@ -25,6 +25,7 @@ use mio::{Poll, Token, Waker};
 use crate::config::ServerConfig;
 use crate::http::codec::{RequestHead, ResponseHead};
 use crate::http::{Request, Response, Stream, Version, Wire};
+use crate::metrics::{Arrival, Metrics, method_index};
 use crate::pipeline::Prepared;
 use crate::proxy::Forward;
 
@@ -51,7 +52,7 @@ pub(crate) enum Job {
     /// Parse and serve what the connection has buffered.
     Serve(Conn),
     /// A parsed request whose handling may block.
-    Deferred(Conn, RequestHead),
+    Deferred(Conn, RequestHead, Meta),
     /// A planned upstream exchange the event loop will not drive (name
     /// lookup, a dead pooled connection to retry).
     Forward(Conn, Meta, Box<Forward>),
@@ -65,14 +66,22 @@ pub(crate) struct Meta {
     pub keep_alive: bool,
     pub is_head: bool,
     pub version: Version,
+    /// When the request arrived, its method, when it went upstream.
+    pub arrival: Arrival,
 }
 
 impl Meta {
-    pub fn of(head: &RequestHead) -> Meta {
+    /// `started`: when the head's first byte was read, if known.
+    pub fn of(head: &RequestHead, started: Instant) -> Meta {
         Meta {
             keep_alive: head.keep_alive,
             is_head: head.request.method == "HEAD",
             version: head.request.version,
+            arrival: Arrival {
+                started,
+                method: method_index(&head.request.method),
+                sent: None,
+            },
         }
     }
 
@@ -182,6 +191,8 @@ struct Shared {
     waker: Waker,
     /// Upgraded connections (WebSockets), each on its own thread.
     tunnels: tunnel::Tunnels,
+    /// Every answered request is counted here (`Metrics::finish`).
+    metrics: Arc<Metrics>,
 }
 
 /// Runs until `shutdown` is set, then drains in-flight requests (at most
@@ -190,6 +201,7 @@ pub fn serve(
     cfg: ServerConfig,
     listeners: Vec<Listener>,
     shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
@@ -204,13 +216,14 @@ pub fn serve(
         tls: listeners.iter().map(|l| l.tls.clone()).collect(),
         cfg,
         shutdown,
-        open: Arc::new(AtomicUsize::new(0)),
+        open: metrics.open.clone(),
         busy: AtomicUsize::new(0),
         queued: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
         back: back_tx,
         waker,
         tunnels: tunnel::Tunnels::default(),
+        metrics,
     });
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let workers: Vec<_> = (0..shared.cfg.workers.max(1))

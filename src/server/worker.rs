@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use log::{debug, error};
@@ -35,13 +35,13 @@ pub(super) fn worker(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
 fn run(shared: &Shared, job: Job) -> Option<Conn> {
     match job {
         Job::Serve(conn) => serve_conn(shared, conn),
-        Job::Deferred(mut conn, head) => {
+        Job::Deferred(mut conn, head, meta) => {
             // The event loop deferred one request (a cold key, a bcrypt
             // check, a throttle wait); the next ones can take its fast path
             // again, so the connection goes straight back instead of
             // lingering here (under steady load it would never return).
             conn.wire.stream.set_nonblocking(false).ok()?;
-            serve_one(shared, &mut conn, Some(head)).then_some(conn)
+            serve_one(shared, &mut conn, Some((head, meta))).then_some(conn)
         }
         Job::Forward(conn, meta, plan) => {
             conn.wire.stream.set_nonblocking(false).ok()?;
@@ -71,7 +71,11 @@ fn run(shared: &Shared, job: Job) -> Option<Conn> {
 }
 
 /// Writes `res` for a request described by `meta`, then serves on.
-fn answer(shared: &Shared, mut conn: Conn, res: Response, meta: Meta) -> Option<Conn> {
+fn answer(shared: &Shared, mut conn: Conn, mut res: Response, meta: Meta) -> Option<Conn> {
+    let status = res.status;
+    shared
+        .metrics
+        .finish(&mut res.tally, status, &meta.arrival, Instant::now());
     let close = meta.must_close(shared, &res);
     match write_response(
         &mut conn.wire.stream,
@@ -160,14 +164,18 @@ fn readable_within(stream: &mut Stream, linger: Duration) -> bool {
 
 /// Serves one request (parsed here, or already parsed by the event loop);
 /// false when the connection must close.
-fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<RequestHead>) -> bool {
+fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<(RequestHead, Meta)>) -> bool {
     let cfg = &shared.cfg;
-    let head = match parsed {
-        Some(head) => head,
+    let (head, meta) = match parsed {
+        Some(parsed) => parsed,
         None => match codec::parse_request(conn.wire.buffered(), &cfg.limits, conn.peer) {
             Ok(Some((head, used))) => {
                 conn.wire.consume(used);
-                head
+                // The loop noted when this head began (a request it could
+                // not take); one read while lingering starts now.
+                let started = conn.head_started.take().unwrap_or_else(Instant::now);
+                let meta = Meta::of(&head, started);
+                (head, meta)
             }
             Ok(None) => return true,
             Err(e) => {
@@ -178,15 +186,18 @@ fn serve_one(shared: &Shared, conn: &mut Conn, parsed: Option<RequestHead>) -> b
             }
         },
     };
-    let meta = Meta::of(&head);
     let handler = shared.handlers[conn.listener].clone();
     let mut body = BodyReader::new(&mut conn.wire, head.request.framing, &cfg.limits)
         .expect_continue(head.expect_continue);
     let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(head.request, &mut body)));
-    let res = outcome.unwrap_or_else(|_| {
+    let mut res = outcome.unwrap_or_else(|_| {
         error!("server: handler panicked; answering 500");
         Response::text(500, "Internal Server Error").with_close()
     });
+    let status = res.status;
+    shared
+        .metrics
+        .finish(&mut res.tally, status, &meta.arrival, Instant::now());
     if matches!(res.body, Body::Upgrade(_)) {
         // A handshake has no body: the reader is done with the wire.
         let _ = body;

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod access_log;
 mod admin_apis;
 mod admin_keys;
 mod auth_chain;
@@ -21,6 +22,7 @@ mod errors;
 mod health;
 mod jwt;
 mod limits;
+mod metrics;
 mod paths;
 mod policies;
 mod proxy;

@@ -189,6 +189,7 @@ impl WaitingRoom {
         let count = ConnCount(self.shared.open.clone());
         let tls = self.shared.tls[listener].clone();
         if open > self.max_open {
+            self.shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
             debug!("server: connection cap reached; refusing {peer}");
             // A TLS client could not read a plain answer: it is just closed.
             if tls.is_none() {
@@ -206,6 +207,7 @@ impl WaitingRoom {
         if !ready {
             return;
         }
+        self.shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
         stream.set_nodelay(true).ok();
         let now = Instant::now();
         // A handshake counts as part of the first head: it must finish
@@ -377,8 +379,10 @@ impl WaitingRoom {
             return false;
         };
         conn.wire.consume(used);
-        conn.head_started = None;
-        let meta = Meta::of(&head);
+        // The time the head's first byte was read (already taken); a
+        // pipelined head that was buffered before takes the time now.
+        let started = conn.head_started.take().unwrap_or_else(Instant::now);
+        let meta = Meta::of(&head, started);
         let handler = self.shared.handlers[conn.listener].clone();
         let prepared = catch_unwind(AssertUnwindSafe(|| handler.prepare(head.request)));
         let prepared = prepared.unwrap_or_else(|_| {
@@ -398,7 +402,7 @@ impl WaitingRoom {
                     keep_alive: meta.keep_alive,
                     expect_continue: false,
                 };
-                self.dispatch(Job::Deferred(conn, head));
+                self.dispatch(Job::Deferred(conn, head, meta));
                 false
             }
             Prepared::Forward(mut plan) => {
@@ -412,7 +416,10 @@ impl WaitingRoom {
 
     /// Writes a response without blocking; true when the connection is
     /// free for its next request.
-    fn respond(&mut self, token: Token, res: Response, meta: Meta) -> bool {
+    fn respond(&mut self, token: Token, mut res: Response, meta: Meta) -> bool {
+        let now = Instant::now();
+        let (status, metrics) = (res.status, &self.shared.metrics);
+        metrics.finish(&mut res.tally, status, &meta.arrival, now);
         let close = meta.must_close(&self.shared, &res);
         let Some(bytes) = encode_whole(&res, meta.is_head, close) else {
             unreachable!("the fast path builds responses in memory")
@@ -422,7 +429,7 @@ impl WaitingRoom {
         };
         conn.pending = bytes;
         conn.close_after = close;
-        conn.idle_since = Instant::now();
+        conn.idle_since = now;
         self.flush(token)
     }
 

@@ -63,7 +63,7 @@ pub(super) struct Exchange {
 
 impl WaitingRoom {
     /// Starts an upstream exchange on a pooled or new connection.
-    pub(super) fn forward(&mut self, client: Token, plan: Box<Forward>, meta: Meta) {
+    pub(super) fn forward(&mut self, client: Token, plan: Box<Forward>, mut meta: Meta) {
         let Some(socket) = plan.socket else {
             let conn = self.remove(client).expect("present");
             self.dispatch(Job::Forward(conn, meta, plan));
@@ -74,6 +74,7 @@ impl WaitingRoom {
         }
         let (connect, respond) = plan.timeouts();
         let now = Instant::now();
+        meta.arrival.sent = Some(now);
         while let Some(token) = self.pool.get_mut(&socket).and_then(Vec::pop) {
             let Some(up) = self.ups.get_mut(&token) else {
                 continue;
