@@ -8,7 +8,8 @@
 
   report.py table RESULTS_TSV CLK_TCK
       prints one table per concurrency: medians over rounds, and ratios of
-      those medians against the nginx proxy.
+      those medians against the nginx proxy; the TLS variant's (tls) against
+      the nginx TLS proxy (nginx-tls) of the same run instead.
 
 RESULTS_TSV columns: conns round variant requests elapsed_s non2xx
 socket_errors p50_us p99_us cpu_ticks other_ticks
@@ -19,7 +20,14 @@ import statistics
 import sys
 
 UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-VARIANTS = ["direct", "nginx", "keyless", "keyed", "messy", "policy", "basic", "jwths", "jwtrs", "real"]
+VARIANTS = [
+    "direct", "nginx", "keyless", "keyed", "messy", "policy", "basic", "jwths", "jwtrs", "real",
+    "nginx-tls", "tls",
+]
+# The baseline each variant's ratios are taken against; a baseline gets none.
+BASELINE = {v: "nginx" for v in VARIANTS}
+BASELINE["tls"] = "nginx-tls"  # issue 11: https against https, same certificate
+BASELINE["nginx"] = BASELINE["nginx-tls"] = None
 NAMES = {
     "direct": "direct upstream",
     "nginx": "nginx proxy",
@@ -31,6 +39,8 @@ NAMES = {
     "jwths": "gatehouse jwt-hs",
     "jwtrs": "gatehouse jwt-rs",
     "real": "gatehouse realistic",
+    "nginx-tls": "nginx tls proxy",
+    "tls": "gatehouse tls",
 }
 
 
@@ -108,6 +118,8 @@ def table(path, clk_tck):
             f"{'variant':<18} {'ok req/s':>10} {'spread':>7} {'p50':>8} {'p99':>8} "
             f"{'CPU us/req':>10} {'errors':>7} {'req/s x':>8} {'p99 x':>6} {'CPU x':>6} {'other CPU':>9}"
         )
+        if "tls" in by:
+            print("  (gatehouse tls: ratios against nginx tls proxy, both over https)")
         print(hdr)
         print("-" * len(hdr))
         med = {}
@@ -119,7 +131,6 @@ def table(path, clk_tck):
                 k: statistics.median(r[k] for r in rs)
                 for k in ("ok_rps", "p50", "p99", "cpu", "other")
             }
-        base = med.get("nginx")
         warnings = []
         for v in VARIANTS:
             if v not in med:
@@ -128,7 +139,8 @@ def table(path, clk_tck):
             rps = [r["ok_rps"] for r in rs]
             spread = (max(rps) - min(rps)) / m["ok_rps"] * 100 if m["ok_rps"] else 0
             errors = sum(r["non2xx"] + r["sock"] for r in rs)
-            if base and v != "nginx":
+            base = med.get(BASELINE[v]) if BASELINE[v] else None
+            if base:
                 rx = ratio(m["ok_rps"], base["ok_rps"])
                 px = ratio(m["p99"], base["p99"])
                 cx = ratio(m["cpu"], base["cpu"])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gatehouse throughput benchmark (issue 5): nginx upstream, nginx proxy_pass
 # and Gatehouse (keyless and keyed) side by side, wrk pinned to cpu 0 and
-# every server pinned to cpu 1. See bench/README.md.
+# every server pinned to cpu 1; issue 11 adds the same over TLS (an nginx
+# and a Gatehouse on https with one self-signed certificate). See bench/README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,6 +15,8 @@ SERVER_CPU=1
 UP_PORT=9001
 PX_PORT=9002
 GH_PORT=9003
+TX_PORT=9004    # nginx proxy over TLS (bench/proxy-tls-nginx.conf)
+GT_PORT=9005    # Gatehouse over TLS
 
 usage() {
     cat <<'EOF'
@@ -35,7 +38,8 @@ Usage: bench/run.sh [options]
                     default is a quota too large to trip
   --quick           smoke test: 1 round, 3 s, c=32 only
   --variants LIST   measure only these variants (nginx is always
-                    added, the ratios need it)            [all]
+                    added, the ratios need it; tls adds nginx-tls,
+                    its baseline)                         [all]
   --no-build        use target/release/gatehouse as it is
   --keep            keep the run directory (logs, wrk output)
   -h, --help        this text
@@ -78,11 +82,31 @@ done
 ((ROUNDS >= 1 && DUR >= 1)) || die "--rounds and --duration must be >= 1"
 for c in $CONNS; do ((c >= 1)) || die "concurrency must be >= 1"; done
 
+# Issue 11: nginx-tls and tls run over https, on their own servers; tls's
+# ratios are taken against nginx-tls, so asking for tls adds it.
+VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs real nginx-tls tls)
+if [[ -n $ONLY ]]; then
+    wanted=" nginx ${ONLY//,/ } "
+    [[ $wanted == *" tls "* ]] && wanted+="nginx-tls "
+    for v in ${ONLY//,/ }; do
+        [[ " ${VARIANTS[*]} " == *" $v "* ]] || die "--variants: unknown variant '$v' (known: ${VARIANTS[*]})"
+    done
+    kept=()
+    for v in "${VARIANTS[@]}"; do [[ $wanted == *" $v "* ]] && kept+=("$v"); done
+    VARIANTS=("${kept[@]}")
+fi
+has_variant() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
+TX=0 GT=0   # start the TLS nginx / the TLS Gatehouse
+has_variant nginx-tls && TX=1
+has_variant tls && GT=1
+
 # ---------------------------------------------------------------- cleanup
 RUN=
 MADE_NGINX_RUN=0
 MADE_POLICY=0
 UP_PID= PX_PID= GH_PID=
+TX_PID= GT_PID=    # the TLS nginx and Gatehouse, started only for the TLS variants
+MADE_TLS_FILES=0   # the certificate copied into $NGINX_RUN
 BG_PID= BG_NAME=   # wrk or the key pre-loader while one runs
 GH_STARTS=0
 
@@ -155,10 +179,13 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [[ -n $BG_PID ]] && stop_pid "$BG_PID" "$BG_NAME"
+    [[ -n $GT_PID ]] && stop_pid "$GT_PID" "gatehouse tls"
     [[ -n $GH_PID ]] && stop_pid "$GH_PID" gatehouse
+    [[ -n $TX_PID ]] && stop_nginx "$TX_PID" "nginx tls proxy"
     [[ -n $PX_PID ]] && stop_nginx "$PX_PID" "nginx proxy"
     [[ -n $UP_PID ]] && stop_nginx "$UP_PID" "nginx upstream"
     if ((MADE_POLICY)); then rm -f /usr/sbin/policy-rc.d; fi
+    if ((MADE_TLS_FILES)); then rm -f "$NGINX_RUN/tls.crt" "$NGINX_RUN/tls.key"; fi
     if ((MADE_NGINX_RUN)); then rm -rf "$NGINX_RUN"; fi
     if [[ -n $RUN && -d $RUN ]]; then
         if ((KEEP)); then
@@ -180,6 +207,7 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v openssl >/dev/null || need+=(openssl)   # JWT keys and tokens, the TLS certificate
 if ((${#need[@]})); then
     SUDO=
     if ((EUID != 0)); then
@@ -201,6 +229,7 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx is not installed"
 command -v wrk >/dev/null || die "wrk is not installed"
+command -v openssl >/dev/null || die "openssl is not installed"
 
 NCPU=$(nproc --all)
 ((NCPU >= 2)) || die "needs at least 2 cpus (wrk on cpu $LOAD_CPU, servers on cpu $SERVER_CPU); found $NCPU"
@@ -236,10 +265,13 @@ PX_CONF=$(pick_conf proxy-nginx.conf)
 
 # ---------------------------------------------------------------- preflight
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $UP_PORT $PX_PORT $GH_PORT; do
+ports=("$UP_PORT" "$PX_PORT" "$GH_PORT")
+((TX)) && ports+=("$TX_PORT")
+((GT)) && ports+=("$GT_PORT")
+for p in "${ports[@]}"; do
     port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark or server?)"
 done
-for f in "$NGINX_RUN"/upstream.pid "$NGINX_RUN"/proxy.pid; do
+for f in "$NGINX_RUN"/upstream.pid "$NGINX_RUN"/proxy.pid "$NGINX_RUN"/proxy-tls.pid; do
     if [[ -f $f ]] && alive "$(cat "$f" 2>/dev/null)"; then
         die "$f names a running process: is another benchmark running?"
     fi
@@ -253,18 +285,21 @@ chmod 755 "$RUN"
 # Run a copy, so a rebuild in the tree during the run cannot change what we measure.
 cp "$BIN" "$RUN/gatehouse"
 BIN=$RUN/gatehouse
+if ((TX || GT)); then
+    # Issue 11: one self-signed P-256 certificate for both TLS servers, valid
+    # for 127.0.0.1 and localhost; nginx reads its copy under $NGINX_RUN (the
+    # path is fixed in its configuration), Gatehouse the one in $RUN.
+    CERT=$RUN/tls.crt CERT_KEY=$RUN/tls.key
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout "$CERT_KEY" -out "$CERT" -subj /CN=localhost \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$RUN/openssl.log" 2>&1 ||
+        { cat "$RUN/openssl.log" >&2; die "openssl could not make the TLS certificate"; }
+    MADE_TLS_FILES=1
+    cp "$CERT" "$NGINX_RUN/tls.crt"
+    cp "$CERT_KEY" "$NGINX_RUN/tls.key"
+fi
 
 # ---------------------------------------------------------------- estimate
-VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs real)
-if [[ -n $ONLY ]]; then
-    wanted=" nginx ${ONLY//,/ } "
-    for v in ${ONLY//,/ }; do
-        [[ " ${VARIANTS[*]} " == *" $v "* ]] || die "--variants: unknown variant '$v' (known: ${VARIANTS[*]})"
-    done
-    kept=()
-    for v in "${VARIANTS[@]}"; do [[ $wanted == *" $v "* ]] && kept+=("$v"); done
-    VARIANTS=("${kept[@]}")
-fi
 nconns=$(wc -w <<<"$CONNS")
 measure_s=$((nconns * (${#VARIANTS[@]} * (WARMUP + 1) + ROUNDS * ${#VARIANTS[@]} * (DUR + 2))))
 echo "Gatehouse benchmark: conns [$CONNS], $ROUNDS round(s) x ${DUR} s per variant, warm-up ${WARMUP} s"
@@ -272,7 +307,12 @@ echo "estimated measuring time: ~$((measure_s / 60)) min $((measure_s % 60)) s a
 echo "  at most $(((measure_s + QUIET_WAIT) / 60)) min if other processes keep the cpus busy (--quiet-wait $QUIET_WAIT)"
 
 # ---------------------------------------------------------------- servers
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+# https URLs are checked against our certificate (so its names are checked too).
+http_code() {
+    local tls=()
+    [[ $* == *https://* ]] && tls=(--cacert "$CERT")
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${tls[@]}" "$@" || true
+}
 
 wait_http() { # wait_http PID NAME URL LOG SECONDS
     local pid=$1 name=$2 url=$3 logf=$4 secs=$5 i
@@ -309,22 +349,41 @@ start_nginx "$PX_CONF" proxy "$NGINX_RUN/proxy.err"
 PX_PID=$REPLY
 wait_http "$PX_PID" "nginx proxy" "http://127.0.0.1:$PX_PORT/" "$NGINX_RUN/proxy.err" 10
 
+TX_CONF=$HERE/proxy-tls-nginx.conf   # ours only: ../shared/bench/ has no TLS proxy
+if ((TX)); then
+    log "starting nginx tls proxy ($TX_CONF) on cpu $SERVER_CPU"
+    start_nginx "$TX_CONF" proxy-tls "$NGINX_RUN/proxy-tls.err"
+    TX_PID=$REPLY
+    wait_http "$TX_PID" "nginx tls proxy" "https://127.0.0.1:$TX_PORT/" "$NGINX_RUN/proxy-tls.err" 10
+fi
+
 SECRET=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -p "$RUN/apps" "$RUN/policies"
 workers_json=
 ((WORKERS)) && workers_json=", \"gatehouse\": {\"workers\": $WORKERS}"
-cat >"$RUN/tyk.conf" <<EOF
+gh_conf() { # gh_conf PORT STORE [EXTRA]: a tyk.conf; both gateways share apps/ and policies/
+    cat <<EOF
 {
   "listen_address": "127.0.0.1",
-  "listen_port": $GH_PORT,
+  "listen_port": $1,
   "secret": "$SECRET",
   "app_path": "apps/",
-  "storage": {"type": "sled", "path": "store"},
+  "storage": {"type": "sled", "path": "$2"},
   "policies": {"policy_path": "policies"},
   "hash_keys": true,
-  "hash_key_function": "murmur64"$workers_json
+  "hash_key_function": "murmur64"$workers_json${3:-}
 }
 EOF
+}
+gh_conf "$GH_PORT" store >"$RUN/tyk.conf"
+# Issue 11: the TLS gateway: the same, on its own port and store, https on
+# every listener (proxy and admin share the port) with the run's certificate.
+if ((GT)); then
+    gh_conf "$GT_PORT" store-tls ',
+  "http_server_options": {"use_ssl": true, "min_version": 771, "max_version": 772,
+    "certificates": [{"domain_name": "127.0.0.1", "cert_file": "tls.crt", "key_file": "tls.key"}]}' \
+        >"$RUN/tyk-tls.conf"
+fi
 cat >"$RUN/apps/bench-keyed.json" <<EOF
 {
   "name": "Bench keyed", "api_id": "bench-keyed", "org_id": "1",
@@ -408,21 +467,29 @@ cat >"$RUN/apps/bench-open.json" <<EOF
 }
 EOF
 
-start_gatehouse() {
-    local logf=$RUN/gatehouse.$((++GH_STARTS)).log i t0=$SECONDS
-    GH_LOG=$logf
-    taskset -c "$SERVER_CPU" "$BIN" --conf "$RUN/tyk.conf" 2>"$logf" >/dev/null &
-    GH_PID=$!
+start_gatehouse() { # start_gatehouse [tls]: the plain gateway (GH_PID, GH_LOG), or the TLS one (GT_PID, GT_LOG)
+    local name=gatehouse conf=$RUN/tyk.conf port=$GH_PORT scheme=http logf pid i t0=$SECONDS
+    if [[ ${1:-} == tls ]]; then
+        name="gatehouse tls" conf=$RUN/tyk-tls.conf port=$GT_PORT scheme=https logf=$RUN/gatehouse.tls.log
+        GT_LOG=$logf
+    else
+        logf=$RUN/gatehouse.$((++GH_STARTS)).log
+        GH_LOG=$logf
+    fi
+    : >"$logf"   # exists before the wait below reads it
+    taskset -c "$SERVER_CPU" "$BIN" --conf "$conf" 2>"$logf" >/dev/null &
+    pid=$!
+    if [[ ${1:-} == tls ]]; then GT_PID=$pid; else GH_PID=$pid; fi
     # Start-up loads every stored session: allow time for large stores.
     for ((i = 0; i < 3000; i++)); do
-        alive "$GH_PID" || { tail -n 30 "$logf" >&2; die "gatehouse exited during start-up (log above)"; }
-        grep -q "listening on 127.0.0.1:$GH_PORT" "$logf" && break
+        alive "$pid" || { tail -n 30 "$logf" >&2; die "$name exited during start-up (log above)"; }
+        grep -q "listening on 127.0.0.1:$port" "$logf" && break
         sleep 0.1
     done
-    grep -q "listening on 127.0.0.1:$GH_PORT" "$logf" ||
-        { tail -n 30 "$logf" >&2; die "gatehouse did not log 'listening on 127.0.0.1:$GH_PORT' within 300 s"; }
-    wait_http "$GH_PID" gatehouse "http://127.0.0.1:$GH_PORT/hello" "$logf" 10
-    log "gatehouse (pid $GH_PID) ready in $((SECONDS - t0)) s"
+    grep -q "listening on 127.0.0.1:$port" "$logf" ||
+        { tail -n 30 "$logf" >&2; die "$name did not log 'listening on 127.0.0.1:$port' within 300 s"; }
+    wait_http "$pid" "$name" "$scheme://127.0.0.1:$port/hello" "$logf" 10
+    log "$name (pid $pid) ready in $((SECONDS - t0)) s"
 }
 
 log "starting gatehouse on cpu $SERVER_CPU"
@@ -485,6 +552,18 @@ if ((KEYS)); then
     start_gatehouse
 fi
 
+if ((GT)); then
+    # Issue 11: the TLS gateway on its own store, with a key like the keyed
+    # variant's, made the same way, over https on its admin API.
+    log "starting gatehouse tls on cpu $SERVER_CPU"
+    start_gatehouse tls
+    answer=$(curl -s --max-time 10 --cacert "$CERT" -X POST "https://127.0.0.1:$GT_PORT/tyk/keys/create" \
+        -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' -d "$key_body") ||
+        die "key create request to gatehouse tls failed"
+    TKEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
+        die "key create on gatehouse tls did not answer a key: $answer"
+fi
+
 # Every variant must answer 200 "ok" before anything is measured.
 declare -A URL=(
     [direct]="http://127.0.0.1:$UP_PORT/"
@@ -503,11 +582,16 @@ declare -A URL=(
     [jwtrs]="http://127.0.0.1:$GH_PORT/jwtrs/"
     # Issue 10: the realistic API (white list, transforms, CORS, rewrite).
     [real]="http://127.0.0.1:$GH_PORT/real/items/42"
+    # Issue 11: https with keep-alive, as nginx and as Gatehouse's keyed API.
+    [nginx-tls]="https://127.0.0.1:$TX_PORT/"
+    [tls]="https://127.0.0.1:$GT_PORT/keyed/"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
     shift 2
-    body=$(curl -s --max-time 5 -w '\n%{http_code}' "$@" "$url") || die "$name: $url did not answer"
+    local tls=()
+    [[ $url == https://* ]] && tls=(--cacert "$CERT")
+    body=$(curl -s --max-time 5 -w '\n%{http_code}' "${tls[@]}" "$@" "$url") || die "$name: $url did not answer"
     code=${body##*$'\n'}
     body=${body%$'\n'*}
     [[ $code == 200 && $body == ok ]] || die "$name: $url answered $code '$body', wanted 200 'ok'"
@@ -524,6 +608,19 @@ check_ok "gatehouse JWT RS256" "${URL[jwtrs]}" -H "Authorization: Bearer $JWT_RS
 check_ok "gatehouse realistic API" "${URL[real]}" -H "Authorization: $KEY" -H "Origin: https://app.example"
 code=$(http_code "${URL[keyed]}")
 [[ $code == 401 || $code == 403 ]] || die "gatehouse keyed answered $code without a key: auth is not enforced"
+((TX)) && check_ok "nginx tls proxy" "${URL[nginx-tls]}"
+if ((GT)); then
+    check_ok "gatehouse tls keyed" "${URL[tls]}" -H "Authorization: $TKEY"
+    code=$(http_code "${URL[tls]}")
+    [[ $code == 401 || $code == 403 ]] || die "gatehouse tls answered $code without a key: auth is not enforced"
+fi
+negotiated() { # negotiated PORT: the TLS version and suite an OpenSSL client gets, as wrk's would
+    local out
+    out=$(openssl s_client -connect "127.0.0.1:$1" -brief </dev/null 2>&1 || true)
+    echo "$(sed -n 's/^Protocol version: //p' <<<"$out") $(sed -n 's/^Ciphersuite: //p' <<<"$out")"
+}
+((TX)) && TX_NEGOTIATED=$(negotiated "$TX_PORT")
+((GT)) && GT_NEGOTIATED=$(negotiated "$GT_PORT")
 
 # ---------------------------------------------------------------- measure
 ticks() { # utime+stime of the PIDs given, in clock ticks
@@ -541,6 +638,8 @@ target_pids() { # the processes whose CPU a variant is charged
         direct) echo "$UP_PID $(nginx_workers "$UP_PID")" ;;
         nginx) echo "$PX_PID $(nginx_workers "$PX_PID")" ;;
         keyless|keyed|messy|policy|basic|jwths|jwtrs|real) echo "$GH_PID" ;;
+        nginx-tls) echo "$TX_PID $(nginx_workers "$TX_PID")" ;;
+        tls) echo "$GT_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -590,6 +689,7 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     [[ $v == jwths ]] && args+=(-H "Authorization: Bearer $JWT_HS")
     [[ $v == jwtrs ]] && args+=(-H "Authorization: Bearer $JWT_RS")
     [[ $v == real ]] && args+=(-H "Authorization: $KEY" -H "Origin: https://app.example")
+    [[ $v == tls ]] && args+=(-H "Authorization: $TKEY")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }
@@ -597,6 +697,8 @@ check_servers() {
     alive "$UP_PID" || die "nginx upstream died (see $NGINX_RUN/upstream.err)"
     alive "$PX_PID" || die "nginx proxy died (see $NGINX_RUN/proxy.err)"
     alive "$GH_PID" || { tail -n 30 "$GH_LOG" >&2; die "gatehouse died during the run (log above)"; }
+    if ((TX)); then alive "$TX_PID" || die "nginx tls proxy died (see $NGINX_RUN/proxy-tls.err)"; fi
+    if ((GT)); then alive "$GT_PID" || { tail -n 30 "$GT_LOG" >&2; die "gatehouse tls died during the run (log above)"; }; fi
 }
 
 # Store commits: every durable store write bumps the number in
@@ -608,7 +710,11 @@ KEYED_COMMITS=0 KEYED_REQUESTS=0 KEYED_SECONDS=0
 RESULTS=$RUN/results.tsv
 printf 'conns\tround\tvariant\trequests\telapsed_s\tnon2xx\tsocket_errors\tp50_us\tp99_us\tcpu_ticks\tother_ticks\n' >"$RESULTS"
 ALL_PIDS="$UP_PID $(nginx_workers "$UP_PID") $PX_PID $(nginx_workers "$PX_PID") $GH_PID"
+((TX)) && ALL_PIDS+=" $TX_PID $(nginx_workers "$TX_PID")"
+((GT)) && ALL_PIDS+=" $GT_PID"
 GH_LOG_START=$(wc -l <"$GH_LOG")
+GT_LOG_START=0
+((GT)) && GT_LOG_START=$(wc -l <"$GT_LOG")
 for c in $CONNS; do
     if ((WARMUP)); then
         log "c=$c: warm-up ${WARMUP} s per variant"
@@ -662,18 +768,32 @@ echo "tools   : $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 
 echo "gateway : gatehouse $REV, $gh_threads threads, workers=$( ((WORKERS)) && echo "$WORKERS" || echo default), hash_keys murmur64"
 echo "keyed   : header auth, rate 1000000/1s, $( ((QUOTA)) && echo "quota 1e12/3600s (counted, never trips)" || echo "quota off (-1)"), $((KEYS + 1)) key(s) in the store"
 echo "nginx   : upstream $UP_CONF, proxy $PX_CONF"
+if ((TX || GT)); then
+    echo "tls     : one self-signed P-256 certificate (127.0.0.1, localhost) for both; keep-alive, handshakes"
+    echo "          amortised; gatehouse tls's ratios are against nginx tls proxy, both on cpu $SERVER_CPU:"
+    ((TX)) && echo "          nginx tls proxy $TX_CONF on $TX_PORT: TLSv1.2-1.3, nginx defaults otherwise; $TX_NEGOTIATED"
+    ((GT)) && echo "          gatehouse tls on $GT_PORT: use_ssl, own store, 1 key (as keyed); $GT_NEGOTIATED"
+fi
 echo "runs    : ${DUR} s each, $ROUNDS round(s), variant order rotated every round, ${WARMUP} s warm-up"
 echo "columns : ok req/s = 2xx/3xx responses per second (wrk's total minus 'Non-2xx or 3xx');"
 echo "          spread = (max-min)/median of ok req/s over rounds; CPU us/req = utime+stime"
 echo "          of the server under test (direct: the upstream nginx, master+worker) / requests;"
 echo "          errors = non-2xx/3xx responses + socket errors, summed over rounds;"
-echo "          other CPU = CPU used by anything but wrk and the three servers during"
+nservers=$((3 + TX + GT))
+nservers=$(sed -n "${nservers}p" <<<$'one\ntwo\nthree\nfour\nfive')
+echo "          other CPU = CPU used by anything but wrk and the $nservers servers during"
 echo "          the run, in % of one cpu (median; > 10% means a disturbed measurement)"
 python3 "$HERE/report.py" table "$RESULTS" "$CLK_TCK"
 echo
 echo "peak RSS (VmHWM, process lifetime, read after the runs):"
 echo "  nginx proxy     : worker $(mib "$px_worker_hwm"), master $(mib "$(hwm_kib "$PX_PID")")"
 echo "  gatehouse       : $(mib "$(hwm_kib "$GH_PID")") with $((KEYS + 1)) key(s) in the store$( ((KEYS)) && echo " (restarted after pre-loading; $(mib "$PRELOAD_HWM") peak while creating them)")"
+if ((TX)); then
+    tx_worker_hwm=0
+    for w in $(nginx_workers "$TX_PID"); do tx_worker_hwm=$((tx_worker_hwm + $(hwm_kib "$w"))); done
+    echo "  nginx tls proxy : worker $(mib "$tx_worker_hwm"), master $(mib "$(hwm_kib "$TX_PID")")"
+fi
+((GT)) && echo "  gatehouse tls   : $(mib "$(hwm_kib "$GT_PID")") with 1 key in the store"
 
 echo
 echo "store writes during the keyed runs: $KEYED_COMMITS durable commit(s) for $KEYED_REQUESTS requests in $KEYED_SECONDS s"
@@ -682,15 +802,17 @@ echo "  (quota counters are persisted in one batch per quota_persist_interval, 1
 # Anything Gatehouse logged at WARN or ERROR, at start-up or under load.
 for f in "$RUN"/gatehouse.*.log; do
     problems=$(grep -E '^\[[^]]* (WARN|ERROR) ' "$f" || true)
-    during=$( ((GH_LOG_START)) && [[ $f == "$GH_LOG" ]] &&
-        tail -n +"$((GH_LOG_START + 1))" "$f" | grep -cE '^\[[^]]* (WARN|ERROR) ' || true)
+    start=0
+    [[ $f == "$GH_LOG" ]] && start=$GH_LOG_START
+    [[ $f == "${GT_LOG:-}" ]] && start=$GT_LOG_START
+    during=$( ((start)) && tail -n +"$((start + 1))" "$f" | grep -cE '^\[[^]]* (WARN|ERROR) ' || true)
     if [[ -n $problems ]]; then
         echo
         echo "gatehouse log $(basename "$f"): $(wc -l <<<"$problems") WARN/ERROR line(s)${during:+, $during of them during the runs}; first 10:"
         head -n 10 <<<"$problems" | sed 's/^/  /'
     fi
 done
-for f in "$NGINX_RUN"/upstream.err "$NGINX_RUN"/proxy.err; do
+for f in "$NGINX_RUN"/upstream.err "$NGINX_RUN"/proxy.err "$NGINX_RUN"/proxy-tls.err; do
     if [[ -s $f ]] && grep -qv '\[notice\]' "$f"; then
         echo
         echo "$(basename "$f") has entries:"
