@@ -37,6 +37,12 @@ pub fn check(conf: &Path, env: &Env) -> Result<Report, Error> {
         }
     };
     let (policies, mut errors) = PolicySet::read(&config.policies, 1, None);
+    // Certificates are read and matched to their keys, as start does.
+    if let Some(tls) = &config.listener_tls
+        && let Err(e) = crate::http::tls::server_config(tls)
+    {
+        errors.push(Error::config(&config.file, &e.field, e.why));
+    }
     let registry = match Registry::read(&config, None, None) {
         Ok((registry, api_errors)) => {
             errors.extend(api_errors);

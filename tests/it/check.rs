@@ -212,3 +212,31 @@ fn check_works_beside_a_running_gateway_holding_the_store() {
     assert_eq!(code, Some(0), "sled's lock is not taken: {out}{err}");
     assert!(out.contains("is valid (1 APIs"), "{out}");
 }
+
+#[test]
+fn check_reads_tls_certificates_as_start_does() {
+    let ca = crate::support::tls::Ca::new("ca");
+    let leaf = ca.leaf(&["a.test"]);
+    let other = ca.leaf(&["a.test"]);
+    let conf = |key: &str| {
+        json!({"http_server_options": {"use_ssl": true, "certificates": [
+            {"domain_name": "a.test", "cert_file": "a.pem", "key_file": key}
+        ]}})
+    };
+    let files = [
+        ("a.pem", leaf.cert.clone()),
+        ("a.key", leaf.key.clone()),
+        ("other.key", other.key.clone()),
+    ];
+    let (_dir, good) = layout(conf("a.key"), &files);
+    let (code, out, err) = check(&good, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_dir, bad) = layout(conf("other.key"), &files);
+    let (code, out, err) = check(&bad, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let want = format!(
+        "{}: http_server_options.certificates[0].key_file: ",
+        bad.display()
+    );
+    assert!(err.lines().any(|l| l.starts_with(&want)), "{err}");
+}
