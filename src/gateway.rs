@@ -16,6 +16,7 @@ use crate::auth::jwks::Jwks;
 use crate::auth::jwt::VerifiedTokens;
 use crate::auth::policy::PolicySet;
 use crate::config::Config;
+use crate::counters::{Counters, Local, Shared};
 use crate::error::Error;
 use crate::http::path::Reject;
 use crate::keys::KeyIds;
@@ -25,7 +26,8 @@ use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::sessions::Sessions;
-use crate::store::{SledStore, Store};
+use crate::store::signals::{self, Signal};
+use crate::store::{Redis, RedisStore, SledStore, Store};
 use crate::upstream::Upstream;
 
 pub struct Gateway {
@@ -35,8 +37,10 @@ pub struct Gateway {
     /// Candidate and stored ids of recently seen key ids.
     pub key_ids: KeyIds,
     pub upstream: Arc<Upstream>,
-    pub rate: RateLimiter,
-    pub quotas: Quotas,
+    /// Rate-limit buckets and quota counters.
+    pub counters: Box<dyn Counters>,
+    /// Cluster mode: the shared Redis.
+    redis: Option<Arc<Redis>>,
     /// Paths refused with 400, by `Reject::index` (for the metrics).
     pub path_rejects: [AtomicU64; Reject::ALL.len()],
     /// Sessions with their policies applied.
@@ -56,7 +60,9 @@ pub struct Gateway {
     reloads: ReloadQueue,
 }
 
-/// Unix seconds now.
+/// How long a gateway of a cluster believes a cached session (Tyk's 10 s).
+pub const CLUSTER_SESSION_AGE: Duration = Duration::from_secs(10);
+
 /// Unix time in milliseconds.
 pub fn unix_now_ms() -> u64 {
     let d = SystemTime::now()
@@ -76,10 +82,35 @@ pub fn unix_now() -> i64 {
 impl Gateway {
     /// Opens the store, loads sessions and APIs.
     pub fn open(config: Config) -> Result<Arc<Gateway>, Error> {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path)?);
-        let sessions = Sessions::new(store.clone(), config.session_cache);
-        let quotas = Quotas::load(store.clone())?;
-        info!("store {}: opened", config.store_path.display());
+        let (store, counters, redis): (Arc<dyn Store>, Box<dyn Counters>, _) = match &config.redis {
+            None => {
+                let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store_path)?);
+                let local = Local {
+                    quotas: Quotas::load(store.clone())?,
+                    rate: RateLimiter::default(),
+                };
+                info!("store {}: opened", config.store_path.display());
+                (store, Box::new(local), None)
+            }
+            Some(options) => {
+                let redis = Arc::new(Redis::new(options)?);
+                let store = RedisStore::new(redis.clone(), &config.node_secret);
+                match store.redis.run(|c| redis::cmd("PING").query::<String>(c)) {
+                    Ok(_) => info!("store: redis://{} (cluster mode)", options.addr),
+                    Err(e) => {
+                        log::error!("store: {e}; keyed requests are refused until it answers")
+                    }
+                }
+                (
+                    Arc::new(store),
+                    Box::new(Shared::new(redis.clone())),
+                    Some(redis),
+                )
+            }
+        };
+        // Tyk's session cache lives 10 s; notices evict sooner.
+        let max_age = redis.as_ref().map(|_| CLUSTER_SESSION_AGE);
+        let sessions = Sessions::new(store.clone(), config.session_cache, max_age);
         let policies = PolicySet::load(&config.policies, 1);
         let access_log = match config.access_log {
             Some(cfg) => {
@@ -104,9 +135,9 @@ impl Gateway {
             store,
             sessions,
             upstream: Arc::new(upstream),
-            rate: RateLimiter::default(),
+            counters,
+            redis,
             key_ids: KeyIds::new(config.session_cache),
-            quotas,
             path_rejects: Default::default(),
             applied: Applied::new(config.session_cache),
             verified: Verified::new(config.session_cache),
@@ -215,11 +246,31 @@ impl Gateway {
     }
 
     fn persist_counters(&self) {
-        if let Err(e) = self.quotas.persist() {
-            log::error!("store: persisting quota counters failed: {e}");
-        }
-        let now_ms = u64::try_from(unix_now()).unwrap_or(0).saturating_mul(1000);
-        self.rate.sweep(now_ms);
+        self.counters.upkeep(unix_now_ms());
+    }
+
+    /// Cluster mode: acts on other gateways' notices until `stop`.
+    pub fn spawn_cluster_listener(
+        self: &Arc<Self>,
+        stop: Arc<AtomicBool>,
+    ) -> Option<thread::JoinHandle<()>> {
+        let redis = self.redis.clone()?;
+        let gw = Arc::downgrade(self);
+        let secret = self.config.node_secret.clone();
+        Some(signals::listen(redis, secret, stop, move |signal| {
+            let Some(gw) = gw.upgrade() else { return };
+            match signal {
+                Signal::KeysChanged(ids) => {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    gw.sessions.evict(&ids);
+                }
+                Signal::Reload(command) => {
+                    info!("cluster: {command}: reloading APIs and policies");
+                    gw.request_reload(false);
+                }
+                Signal::Subscribed => gw.sessions.evict_all(),
+            }
+        }))
     }
 
     /// Persists counters and flushes the store; called on shutdown.

@@ -116,6 +116,14 @@ pub fn any_cached(cfg: &Config, ids: &KeyIds, sessions: &Sessions, id: &str, org
         .any(|c| sessions.is_cached(&c.stored_id))
 }
 
+/// Whether the first candidate of `id` is in the session cache: then
+/// `find` certainly answers from memory.
+pub fn first_cached(cfg: &Config, ids: &KeyIds, sessions: &Sessions, id: &str, org: &str) -> bool {
+    ids.resolve(cfg, id, org)
+        .first()
+        .is_some_and(|c| sessions.is_cached(&c.stored_id))
+}
+
 /// Finds a session by its stored id (`?hashed=` on the admin API).
 pub fn find_stored(sessions: &Sessions, stored_id: &str) -> Result<Option<Found>, Error> {
     Ok(sessions.get(stored_id)?.map(|session| Found {

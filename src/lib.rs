@@ -8,6 +8,7 @@ pub mod apidef;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod counters;
 pub mod echo;
 pub mod error;
 pub mod gateway;
@@ -62,6 +63,7 @@ pub fn run(conf: &Path) -> Result<(), Error> {
     let listeners = bind_all(&gw)?;
     let reloader = gw.spawn_reloader(shutdown.clone());
     let persister = gw.spawn_persister(shutdown.clone());
+    let cluster = gw.spawn_cluster_listener(shutdown.clone());
     let watcher = watch::spawn(gw.clone(), hup, shutdown.clone());
     let served = server::serve(
         gw.config.server.clone(),
@@ -73,6 +75,9 @@ pub fn run(conf: &Path) -> Result<(), Error> {
     reloader.join().ok();
     watcher.join().ok();
     persister.join().ok();
+    if let Some(c) = cluster {
+        c.join().ok();
+    }
     gw.flush();
     served.map_err(|e| Error::io("server", e))
 }

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 
@@ -20,7 +21,11 @@ pub const PREFIX: &str = "apikey-";
 
 pub struct Sessions {
     store: Arc<dyn Store>,
-    cache: Cache<String, Arc<Session>>,
+    /// Each session with the time it was cached.
+    cache: Cache<String, (Arc<Session>, Instant)>,
+    /// With a shared store, how long a cached session is believed (other
+    /// gateways may change it; their notices evict it sooner).
+    max_age: Option<Duration>,
     /// Bumped by every write. A reader that filled the cache from the store
     /// only inserts if no write happened meanwhile, so it never caches a
     /// session older than the store's.
@@ -37,11 +42,13 @@ fn store_key(id: &str) -> String {
 }
 
 impl Sessions {
-    /// Sessions over `store`, caching at most `capacity` of them.
-    pub fn new(store: Arc<dyn Store>, capacity: usize) -> Sessions {
+    /// Sessions over `store`, caching at most `capacity` of them, each
+    /// for at most `max_age` (None: until changed here).
+    pub fn new(store: Arc<dyn Store>, capacity: usize, max_age: Option<Duration>) -> Sessions {
         Sessions {
             store,
             cache: Cache::new(capacity.max(16)),
+            max_age,
             epoch: AtomicU64::new(0),
             writer: Mutex::new(()),
             hits: AtomicU64::new(0),
@@ -52,7 +59,7 @@ impl Sessions {
     /// The session stored under `id`: from memory when cached, else read
     /// from the store and cached. An unreadable entry counts as absent.
     pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, Error> {
-        if let Some(s) = self.cache.get(id) {
+        if let Some(s) = self.cached(id) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(s));
         }
@@ -70,14 +77,40 @@ impl Sessions {
         };
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if self.epoch.load(Ordering::SeqCst) == before {
-            self.cache.insert(id.to_string(), session.clone());
+            self.cache
+                .insert(id.to_string(), (session.clone(), Instant::now()));
         }
         Ok(Some(session))
     }
 
+    /// The cached session, if young enough.
+    fn cached(&self, id: &str) -> Option<Arc<Session>> {
+        let (s, at) = self.cache.get(id)?;
+        match self.max_age {
+            Some(max) if at.elapsed() >= max => None,
+            _ => Some(s),
+        }
+    }
+
     /// Whether `id` is in memory (a `get` would not read the store).
     pub fn is_cached(&self, id: &str) -> bool {
-        self.cache.get(id).is_some()
+        self.cached(id).is_some()
+    }
+
+    /// Forgets the cached copies of `ids` (another gateway changed them).
+    pub fn evict(&self, ids: &[&str]) {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            self.cache.remove(*id);
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Forgets every cached session (cluster messages may have been lost).
+    pub fn evict_all(&self) {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.cache.clear();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Stores `session` under `id` durably, then makes it visible.
@@ -88,8 +121,11 @@ impl Sessions {
         })?;
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.store.set(&store_key(id), &bytes)?;
-        self.cache.insert(id.to_string(), Arc::new(session));
+        self.cache
+            .insert(id.to_string(), (Arc::new(session), Instant::now()));
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        drop(_w);
+        self.store.key_changed(id);
         Ok(())
     }
 
@@ -99,6 +135,8 @@ impl Sessions {
         let existed = self.store.delete(&store_key(id))?;
         self.cache.remove(id);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        drop(_w);
+        self.store.key_changed(id);
         Ok(existed)
     }
 
@@ -124,7 +162,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             match SledStore::open(dir) {
-                Ok(store) => return Sessions::new(Arc::new(store), capacity),
+                Ok(store) => return Sessions::new(Arc::new(store), capacity, None),
                 Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }

@@ -105,7 +105,7 @@ fn store_new(
 /// over (Tyk deletes them on every such write).
 fn save(call: &Call<'_>, stored: &str, session: Session) -> Result<(), crate::error::Error> {
     if call.query("suppress_reset") != "1" {
-        call.gw.quotas.reset(stored)?;
+        call.gw.counters.reset_quotas(stored)?;
     }
     call.gw.sessions.put(stored, session)
 }
@@ -307,9 +307,11 @@ pub fn get(call: &Call<'_>, id: &str) -> Response {
 
 /// Shows live quota counters on the key, as Tyk's GET does.
 fn overlay_quotas(call: &Call<'_>, stored: &str, s: &mut Session) {
-    let (quotas, now) = (&call.gw.quotas, unix_now());
+    let (counters, now) = (&call.gw.counters, unix_now());
+    // A counter that cannot be read (Redis away) shows the session as stored.
+    let used = |name: &str| counters.quota_used(name, now).ok().flatten();
     if s.quota_max > 0
-        && let Some((used, renews)) = quotas.get(&counter_name("", stored), now)
+        && let Some((used, renews)) = used(&counter_name("", stored))
     {
         s.quota_remaining = (s.quota_max - used).max(0);
         if renews != 0 {
@@ -325,7 +327,7 @@ fn overlay_quotas(call: &Call<'_>, stored: &str, s: &mut Session) {
         else {
             continue;
         };
-        match quotas.get(&counter_name(&scope, stored), now) {
+        match used(&counter_name(&scope, stored)) {
             Some((used, renews)) => {
                 limit.quota_remaining = (limit.quota_max - used).max(0);
                 if renews != 0 {
@@ -343,7 +345,7 @@ pub fn delete(call: &Call<'_>, id: &str) -> Response {
         Ok(f) => f,
         Err(res) => return res,
     };
-    if let Err(e) = call.gw.quotas.reset(&found.stored_id) {
+    if let Err(e) = call.gw.counters.reset_quotas(&found.stored_id) {
         return store_failure(&e, "Failed to remove the key");
     }
     match call.gw.sessions.remove(&found.stored_id) {

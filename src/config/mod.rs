@@ -23,6 +23,7 @@ use crate::http::Limits;
 use crate::http::path::{Cleaning, PathRules, RawPathRules};
 use crate::http::tls::{CertSource, ListenerTls, Versions};
 use crate::keyid::HashAlg;
+use crate::store::RedisOptions;
 use crate::upstream::tls::ClientTls;
 pub use env::Env;
 
@@ -57,6 +58,8 @@ pub struct RawConfig {
     pub reload_interval: i64,
     pub hide_generator_header: bool,
     pub storage: RawStorage,
+    /// Signs cluster messages (Tyk's `node_secret`).
+    pub node_secret: String,
     pub policies: RawPolicies,
     pub jwks: RawJwks,
     // TLS to upstreams (`upstream::tls`).
@@ -136,6 +139,15 @@ pub struct RawStorage {
     #[serde(rename = "type")]
     pub kind: String,
     pub path: String,
+    // `type: "redis"` (cluster mode), Tyk's fields.
+    pub host: String,
+    pub port: i64,
+    pub addrs: Vec<String>,
+    pub username: String,
+    pub password: String,
+    pub database: i64,
+    /// Seconds.
+    pub timeout: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +229,10 @@ pub struct Config {
     /// Where `POST /tyk/policies` writes: `policy_path`, else the config's folder.
     pub policy_write_dir: PathBuf,
     pub store_path: PathBuf,
+    /// `storage.type: "redis"`: the shared store of cluster mode.
+    pub redis: Option<RedisOptions>,
+    /// Signs and checks cluster messages.
+    pub node_secret: String,
     pub hash_keys: bool,
     /// `hash_key_function` as written ("" = legacy ids).
     pub hash_key_function: String,
@@ -503,6 +519,8 @@ impl RawConfig {
             policies,
             policy_write_dir,
             store_path,
+            redis: self.redis_options(file)?,
+            node_secret: self.node_secret.clone(),
             hash_keys: self.hash_keys,
             hash_key_function: self.hash_key_function.clone(),
             enable_hashed_keys_listing: self.enable_hashed_keys_listing,
@@ -644,16 +662,53 @@ impl RawConfig {
         PathRules::default().with(&raw)
     }
 
+    /// Tyk's `storage` block for Redis: `addrs[0]`, else `host:port`
+    /// (localhost:6379 by default).
+    fn redis_options(&self, file: &Path) -> Result<Option<RedisOptions>, Error> {
+        let s = &self.storage;
+        if s.kind != "redis" {
+            return Ok(None);
+        }
+        let addr = match s.addrs.first() {
+            Some(a) => {
+                if s.addrs.len() > 1 {
+                    warn!(
+                        "{}: storage.addrs: only the first address is used (no Redis Cluster support yet)",
+                        file.display()
+                    );
+                }
+                a.clone()
+            }
+            None => {
+                let host = if s.host.is_empty() {
+                    "localhost"
+                } else {
+                    &s.host
+                };
+                let port = if s.port == 0 {
+                    6379
+                } else {
+                    port(file, "storage.port", s.port)?
+                };
+                format!("{host}:{port}")
+            }
+        };
+        if !(0..=15).contains(&s.database) {
+            return Err(Error::config(file, "storage.database", "must be 0 to 15"));
+        }
+        let timeout = timeout(file, "storage.timeout", s.timeout, 5)?;
+        Ok(Some(RedisOptions {
+            addr,
+            username: s.username.clone(),
+            password: s.password.clone(),
+            database: s.database,
+            timeout,
+        }))
+    }
+
     fn check_storage(&self, file: &Path) -> Result<(), Error> {
         match self.storage.kind.as_str() {
-            "" | "sled" => Ok(()),
-            "redis" => {
-                warn!(
-                    "{}: storage.type is \"redis\"; Gatehouse uses its embedded store instead",
-                    file.display()
-                );
-                Ok(())
-            }
+            "" | "sled" | "redis" => Ok(()),
             other => Err(Error::config(
                 file,
                 "storage.type",
@@ -807,11 +862,12 @@ mod tests {
     fn unknown_fields_are_collected_not_errors() {
         let (_, unknown) = load_str(
             "tyk.conf",
-            r#"{"enable_analytics": true, "storage": {"type": "redis", "host": "r"}}"#,
+            r#"{"enable_analytics": true, "storage": {"type": "redis", "host": "r", "master_name": "m"}}"#,
         )
         .unwrap();
         assert!(unknown.contains("enable_analytics"));
-        assert!(unknown.contains("storage.host"));
+        assert!(unknown.contains("storage.master_name"));
+        assert!(!unknown.contains("storage.host"));
     }
 
     #[test]

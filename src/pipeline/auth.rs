@@ -41,7 +41,14 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
 pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>, Flow> {
     let (cfg, ids, sessions) = (&x.gw.config, &x.gw.key_ids, &x.gw.sessions);
     let org = &x.api.def.org_id;
-    if x.nonblocking && !keys::any_cached(cfg, ids, sessions, id, org) {
+    // A shared store is never read on the event loop, not even for the
+    // rare earlier candidate that is stored but not cached.
+    let in_memory = if x.gw.store.remote() {
+        keys::first_cached(cfg, ids, sessions, id, org)
+    } else {
+        keys::any_cached(cfg, ids, sessions, id, org)
+    };
+    if x.nonblocking && !in_memory {
         return Err(Flow::Defer);
     }
     keys::find(cfg, ids, sessions, id, org).map_err(|e| store_failure(x, &e))

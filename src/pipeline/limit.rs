@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
 use crate::gateway::unix_now_ms as now_ms;
+use crate::keyid::{self, HashAlg};
 use crate::metrics::Flag;
 use crate::quota::{counter_name, scope_for};
 use crate::ratelimit::{Decision, Rate};
@@ -37,6 +38,10 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     let Some((limit, scope)) = limit_and_scope(x) else {
         return Flow::Continue;
     };
+    // Shared counters wait on the network: never on the event loop.
+    if x.nonblocking && x.gw.counters.remote() {
+        return Flow::Defer;
+    }
     if !x.api.def.disable_rate_limit {
         match check_rate(x, &limit, &scope) {
             Flow::Continue => {}
@@ -53,15 +58,18 @@ fn check_rate(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
     } else {
         format!("{scope}-")
     };
-    let bucket = format!("rate-limit-{scope}{}:{}", x.stored_id, s.last_updated);
+    let bucket = format!("rate-limit-{scope}{}", x.stored_id);
+    let generation = s.last_updated.clone();
     let rate = Rate {
         rate: limit.rate,
         per: limit.per,
     };
     let mut retries = limit.throttle_retry_limit.max(0);
     loop {
-        let Some(d) = x.gw.rate.check(&bucket, rate, now_ms()) else {
-            return Flow::Continue;
+        let d = match x.gw.counters.rate(&bucket, &generation, rate, now_ms()) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Flow::Continue,
+            Err(e) => return counters_down(x, &e),
         };
         let headers = (x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits)
             .then(|| rate_headers(&d));
@@ -107,9 +115,13 @@ fn check_quota(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
         (limit.quota_max, limit.quota_remaining, limit.quota_renews);
     if !x.api.def.disable_quota && max > 0 {
         let name = counter_name(scope, &x.stored_id);
-        let d =
-            x.gw.quotas
-                .check(&name, &x.stored_id, max, limit.quota_renewal_rate, x.now);
+        let counted =
+            x.gw.counters
+                .quota(&name, &x.stored_id, max, limit.quota_renewal_rate, x.now);
+        let d = match counted {
+            Ok(d) => d,
+            Err(e) => return counters_down(x, &e),
+        };
         if !d.allowed {
             return flagged(x.reject(403, "Quota exceeded"), Flag::Qex);
         }
@@ -125,6 +137,25 @@ fn check_quota(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
         h.set("X-RateLimit-Reset", renews.to_string());
     }
     Flow::Continue
+}
+
+/// Tyk's name for an API-level bucket: `rate-limit-` and
+/// `HashKey("apilimiter-" + org + api + suffix)`, shared with Tyk gateways
+/// on the same Redis.
+fn api_limiter(x: &Exchange<'_>, suffix: &str) -> String {
+    let id = format!("apilimiter-{}{}{suffix}", x.api.def.org_id, x.api.id());
+    if x.gw.config.hash_keys {
+        format!("rate-limit-{}", keyid::hash_str(&id))
+    } else {
+        format!("rate-limit-{id}")
+    }
+}
+
+/// Counters that cannot be reached (Redis down): the request is refused,
+/// never served uncounted.
+fn counters_down(x: &Exchange<'_>, e: &crate::error::Error) -> Flow {
+    log::error!("api {}: limits cannot be checked: {e}", x.api.id());
+    x.reject(503, "Service temporarily unavailable.")
 }
 
 /// Keyless APIs carry zero quota headers in `quotas` mode.
@@ -147,6 +178,12 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
     if def.disable_rate_limit {
         return Flow::Continue;
     }
+    let limited = !def.global_rate_limit.disabled && def.global_rate_limit.rate > 0.0
+        || x.rules
+            .is_some_and(|r| !r.transforms.rate_limits.is_empty());
+    if limited && x.nonblocking && x.gw.counters.remote() {
+        return Flow::Defer;
+    }
     // An endpoint with its own limit counts in its own bucket instead of
     // the API's (Tyk's RateLimitForAPI).
     let endpoint = x
@@ -157,7 +194,8 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
             let e = r
                 .transforms
                 .rate_limit_for(&x.req.method, &forms.candidates(false))?;
-            let bucket = format!("rate-limit-api-{}-{}", x.api.id(), e.bucket);
+            let ep = keyid::hash_with(HashAlg::Murmur32, e.bucket.as_bytes());
+            let bucket = api_limiter(x, &format!("-{ep}"));
             Some((
                 bucket,
                 Rate {
@@ -171,15 +209,16 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
         Some(found) => found,
         None if g.disabled || g.rate <= 0.0 => return Flow::Continue,
         None => (
-            format!("rate-limit-api-{}", x.api.id()),
+            api_limiter(x, ""),
             Rate {
                 rate: g.rate,
                 per: g.per,
             },
         ),
     };
-    match x.gw.rate.check(&bucket, rate, now_ms()) {
-        Some(d) if !d.allowed => flagged(x.reject(429, "API Rate Limit Exceeded"), Flag::Rlt),
-        _ => Flow::Continue,
+    match x.gw.counters.rate(&bucket, "", rate, now_ms()) {
+        Ok(Some(d)) if !d.allowed => flagged(x.reject(429, "API Rate Limit Exceeded"), Flag::Rlt),
+        Ok(_) => Flow::Continue,
+        Err(e) => counters_down(x, &e),
     }
 }

@@ -25,6 +25,13 @@ fn tyk_conf_example_loads_with_unknown_fields_warned() {
     conf["listen_port"] = json!(0);
     conf["app_path"] = json!("apps");
     conf["storage"]["path"] = json!("data");
+    // Its `storage.type: "redis"` is cluster mode: aimed at a port where no
+    // Redis listens, never at one this machine may run.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    conf["storage"]["host"] = json!("127.0.0.1");
+    conf["storage"]["port"] = json!(redis_port);
     let gw = Gateway::builder().conf_exact(conf).start();
     let warned: Vec<String> = gw
         .logs()
@@ -38,11 +45,13 @@ fn tyk_conf_example_loads_with_unknown_fields_warned() {
         gw.logs().join("\n")
     );
     assert!(warned[0].contains("enable_analytics"), "{}", warned[0]);
-    // storage.type redis: warned, embedded store used.
+    // storage.type redis with no Redis there: the gateway starts, and an
+    // error names the address.
+    let addr = format!("redis://127.0.0.1:{redis_port}");
     assert!(
         gw.logs()
             .iter()
-            .any(|l| l.contains("WARN") && l.contains("redis")),
+            .any(|l| l.contains("ERROR") && l.contains(&addr)),
         "{}",
         gw.logs().join("\n")
     );

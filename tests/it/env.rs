@@ -93,9 +93,20 @@ fn empty_secret_env_blanks_the_secret() {
 }
 
 #[test]
-fn storage_host_is_a_tyk_field_we_accept_and_warn_about() {
-    let gw = with_env(&[("TYK_GW_STORAGE_HOST", "redis.example")]).start();
-    assert!(warned(&gw, "storage.host"), "{}", gw.logs().join("\n"));
+fn storage_env_names_reach_the_redis_settings() {
+    // A port where no Redis listens: the error names the address the
+    // variables made.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let gw = with_env(&[
+        ("TYK_GW_STORAGE_TYPE", "redis"),
+        ("TYK_GW_STORAGE_HOST", "127.0.0.1"),
+        ("TYK_GW_STORAGE_PORT", &port),
+    ])
+    .start();
+    let addr = format!("redis://127.0.0.1:{port}");
+    assert!(gw.logs_contain(&addr), "{}", gw.logs().join("\n"));
     assert!(!warned(&gw, "TYK_GW_STORAGE_HOST"), "a known name");
 }
 

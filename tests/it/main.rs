@@ -12,6 +12,7 @@ mod auth_chain;
 mod basic_auth;
 mod check;
 mod client;
+mod cluster;
 mod config;
 mod disk_full;
 mod durability;

@@ -7,6 +7,7 @@
 pub mod gateway;
 pub mod http;
 pub mod probe;
+pub mod redis;
 pub mod scripted;
 pub mod tls;
 pub mod upstream;

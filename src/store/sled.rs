@@ -1,37 +1,14 @@
-//! The durable key-value store behind keys, quotas and anything else that
-//! must survive a restart. `Store` is the narrow interface (a Redis backend
-//! can implement it); `SledStore` is the embedded one and the only code in
-//! the project that imports sled. Keys use Tyk's names (`apikey-…`,
-//! `quota-…`). Caching and meaning belong to the callers.
+//! The embedded store: sled, with a sequence number that refuses to start
+//! on a store that lost acknowledged writes. The only code in the project
+//! that imports sled.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::Store;
 use crate::error::Error;
-
-/// A durable map from string keys to bytes. Every write is flushed before
-/// it returns: an acknowledged admin write survives kill -9.
-pub trait Store: Send + Sync {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
-    /// Writes one entry durably.
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error>;
-    /// Writes several entries in one durable batch.
-    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error>;
-    /// Removes an entry durably; false when it was not there.
-    fn delete(&self, key: &str) -> Result<bool, Error>;
-    /// Every entry whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error>;
-    /// Waits until everything written is on disk.
-    fn flush(&self) -> Result<(), Error>;
-    /// False after a write failed (disk full, I/O error) until one succeeds.
-    fn healthy(&self) -> bool;
-    /// Writes that failed since the store was opened.
-    fn write_errors(&self) -> u64 {
-        0
-    }
-}
 
 /// The embedded sled store.
 ///

@@ -1,0 +1,363 @@
+//! Redis, the shared store of cluster mode (`storage.type: "redis"`), in
+//! Tyk's layout (REDIS.md): sessions at `apikey-{id}` as Tyk's session
+//! JSON, and cluster signals on `tyk.cluster.notifications`.
+//!
+//! `Redis` is the client: a small pool of blocking connections with
+//! timeouts, and a backoff after a failure (a down Redis costs a request
+//! one failed connect at most every backoff step, not one per request).
+//! Callers run on workers, never on the event loop (`Store::remote`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::{Connection, RedisResult};
+use sha2::{Digest, Sha256};
+
+use super::Store;
+use crate::error::Error;
+use crate::gateway::unix_now_ms;
+
+/// Tyk's cluster channel.
+pub const CHANNEL: &str = "tyk.cluster.notifications";
+/// Idle connections kept.
+const MAX_IDLE: usize = 64;
+/// Longest wait before trying a failed Redis again.
+const MAX_BACKOFF_MS: u64 = 1000;
+
+/// How to reach Redis (Tyk's `storage` block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `host:port`.
+    pub addr: String,
+    pub username: String,
+    pub password: String,
+    pub database: i64,
+    pub timeout: Duration,
+}
+
+pub struct Redis {
+    client: redis::Client,
+    addr: String,
+    timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    /// The last command failed (Redis down or unreachable).
+    failing: AtomicBool,
+    /// Unix ms before which no new connection is tried.
+    retry_at: AtomicU64,
+    backoff_ms: AtomicU64,
+}
+
+impl Redis {
+    pub fn new(o: &RedisOptions) -> Result<Redis, Error> {
+        let (host, port) = o.addr.rsplit_once(':').unwrap_or((&o.addr, "6379"));
+        let port: u16 = port.parse().map_err(|_| Error::Store {
+            path: format!("redis://{}", o.addr).into(),
+            message: "the port is not a number".into(),
+        })?;
+        let mut settings = redis::RedisConnectionInfo::default().set_db(o.database);
+        if !o.username.is_empty() {
+            settings = settings.set_username(&o.username);
+        }
+        if !o.password.is_empty() {
+            settings = settings.set_password(&o.password);
+        }
+        let addr = redis::ConnectionAddr::Tcp(host.trim_matches(['[', ']']).to_string(), port);
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .map(|i| i.set_redis_settings(settings))
+            .map_err(|e| Error::Store {
+                path: format!("redis://{}", o.addr).into(),
+                message: e.to_string(),
+            })?;
+        let client = redis::Client::open(info).map_err(|e| Error::Store {
+            path: format!("redis://{}", o.addr).into(),
+            message: e.to_string(),
+        })?;
+        Ok(Redis {
+            client,
+            addr: o.addr.clone(),
+            timeout: o.timeout,
+            idle: Mutex::new(Vec::new()),
+            failing: AtomicBool::new(false),
+            retry_at: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> Error {
+        Error::Store {
+            path: format!("redis://{}", self.addr).into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A new connection with the configured timeouts.
+    pub fn connect(&self) -> Result<Connection, Error> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.timeout)
+            .map_err(|e| self.error(e))?;
+        conn.set_read_timeout(Some(self.timeout))
+            .and_then(|()| conn.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| self.error(e))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pooled connection. A failure that may have broken the
+    /// connection drops it and starts the backoff; a success ends it.
+    pub fn run<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T, Error> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                if unix_now_ms() < self.retry_at.load(Ordering::SeqCst) {
+                    return Err(self.error("unreachable (retrying shortly)"));
+                }
+                match self.connect() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.failed(&e);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        match f(&mut conn) {
+            Ok(v) => {
+                if self.failing.swap(false, Ordering::SeqCst) {
+                    log::info!("redis {}: reachable again", self.addr);
+                }
+                self.backoff_ms.store(0, Ordering::SeqCst);
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(conn);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let broken = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                let err = self.error(&e);
+                if broken {
+                    // Every pooled connection is suspect after a break.
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    self.failed(&err);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn failed(&self, e: &Error) {
+        if !self.failing.swap(true, Ordering::SeqCst) {
+            log::error!("{e}: keyed requests are refused until Redis answers again");
+        }
+        let step = (self.backoff_ms.load(Ordering::SeqCst) * 2).clamp(50, MAX_BACKOFF_MS);
+        self.backoff_ms.store(step, Ordering::SeqCst);
+        self.retry_at.store(unix_now_ms() + step, Ordering::SeqCst);
+    }
+
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// A signed cluster message (REDIS.md §7).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Notification {
+    pub command: String,
+    #[serde(default)]
+    pub payload: String,
+    #[serde(default)]
+    pub signature: String,
+    #[serde(default)]
+    pub algorithm: i64,
+}
+
+impl Notification {
+    /// Signed with `node_secret` (`hex(sha256(command + payload + secret))`,
+    /// algorithm 5: Go's crypto.SHA256).
+    pub fn new(command: &str, payload: &str, secret: &str) -> Notification {
+        Notification {
+            command: command.to_string(),
+            payload: payload.to_string(),
+            signature: sign(command, payload, secret),
+            algorithm: 5,
+        }
+    }
+
+    /// Whether `secret` signed it.
+    pub fn verify(&self, secret: &str) -> bool {
+        self.algorithm == 5
+            && subtle::ConstantTimeEq::ct_eq(
+                self.signature.as_bytes(),
+                sign(&self.command, &self.payload, secret).as_bytes(),
+            )
+            .into()
+    }
+}
+
+fn sign(command: &str, payload: &str, secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(command.as_bytes());
+    h.update(payload.as_bytes());
+    h.update(secret.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `Store` on Redis.
+pub struct RedisStore {
+    pub redis: std::sync::Arc<Redis>,
+    /// Signs what this gateway publishes (`node_secret`).
+    secret: String,
+}
+
+impl RedisStore {
+    pub fn new(redis: std::sync::Arc<Redis>, secret: &str) -> RedisStore {
+        RedisStore {
+            redis,
+            secret: secret.to_string(),
+        }
+    }
+
+    /// Publishes a signed notification on Tyk's channel.
+    pub fn publish(&self, command: &str, payload: &str) -> Result<(), Error> {
+        let msg = Notification::new(command, payload, &self.secret);
+        let text = serde_json::to_string(&msg).map_err(|e| self.redis.error(e))?;
+        self.redis
+            .run(|c| {
+                redis::cmd("PUBLISH")
+                    .arg(CHANNEL)
+                    .arg(&text)
+                    .query::<i64>(c)
+            })
+            .map(drop)
+    }
+}
+
+/// `s` with SCAN's pattern characters escaped, so a pattern matches it
+/// literally.
+pub fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 1);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Store for RedisStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.redis.run(|c| redis::cmd("GET").arg(key).query(c))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        self.redis
+            .run(|c| redis::cmd("SET").arg(key).arg(value).query::<()>(c))
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.redis.run(|c| {
+            let mut cmd = redis::cmd("MSET");
+            for (k, v) in entries {
+                cmd.arg(k).arg(v);
+            }
+            cmd.query::<()>(c)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, Error> {
+        self.redis
+            .run(|c| redis::cmd("DEL").arg(key).query::<i64>(c))
+            .map(|n| n > 0)
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.redis.run(|c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
+            })?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let values: Vec<Option<Vec<u8>>> =
+                self.redis.run(|c| redis::cmd("MGET").arg(chunk).query(c))?;
+            for (k, v) in chunk.iter().zip(values) {
+                if let Some(v) = v {
+                    out.push((k.clone(), v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn healthy(&self) -> bool {
+        !self.redis.failing()
+    }
+
+    fn key_changed(&self, stored_id: &str) {
+        if let Err(e) = self.publish("KeySpaceUpdateNotification", stored_id) {
+            log::error!("cluster: could not tell other gateways that a key changed: {e}");
+        }
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_tyks() {
+        // REDIS.md §7: GroupReload, empty payload, empty secret.
+        let n = Notification::new("GroupReload", "", "");
+        assert_eq!(
+            n.signature,
+            "c134a53701d09e08578bac1654e83f854a5aba40158c1a63944b4f581e295168"
+        );
+        assert!(n.verify(""));
+        assert!(!n.verify("other"));
+        let forged = Notification {
+            payload: "x".into(),
+            ..Notification::new("KeySpaceUpdateNotification", "a", "s")
+        };
+        assert!(!forged.verify("s"));
+    }
+
+    #[test]
+    fn scan_patterns_are_literal() {
+        assert_eq!(glob_escape("apikey-"), "apikey-");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

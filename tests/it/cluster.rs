@@ -1,0 +1,332 @@
+//! Issue 12: cluster mode. Several gateways share keys, quotas and rate
+//! limits through one real `redis-server`, in Tyk's key layout; notices
+//! on `tyk.cluster.notifications` evict cached sessions at once. Then the
+//! tries to get around it: many clients racing a quota over three nodes,
+//! a forged cluster message, Redis killed mid-run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::redis::RedisServer;
+use crate::support::*;
+
+const NODE_SECRET: &str = "cluster-secret";
+
+fn cluster_conf(redis: &RedisServer, extra: Value) -> Value {
+    let mut conf = json!({
+        "storage": {"type": "redis", "host": "127.0.0.1", "port": redis.port},
+        "node_secret": NODE_SECRET,
+        "hash_keys": true,
+        "hash_key_function": "murmur64",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        conf[k] = v.clone();
+    }
+    conf
+}
+
+/// `n` gateways on `redis`, each with the keyed API `c` on `/c/` and the
+/// keyless `open` on `/open/`.
+fn nodes(n: usize, redis: &RedisServer, up: &Upstream, extra: Value) -> Vec<Gateway> {
+    (0..n)
+        .map(|_| {
+            Gateway::start(
+                cluster_conf(redis, extra.clone()),
+                &[
+                    ("c", api_def("c", "/c/", &up.url("/"))),
+                    ("open", keyless_api("open", "/open/", &up.url("/"))),
+                ],
+            )
+        })
+        .collect()
+}
+
+fn status(gw: &Gateway, key: &str) -> u16 {
+    gw.get("/c/x", &[("Authorization", key)]).status
+}
+
+fn eventually_status(gw: &Gateway, key: &str, want: u16, within: Duration) -> bool {
+    eventually(|| status(gw, key) == want, within)
+}
+
+#[test]
+fn a_key_made_on_one_node_works_on_all_and_a_delete_reaches_them_within_a_second() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(3, &redis, &up, json!({}));
+    let key = gws[0].create_key(session_for(&["c"]));
+    for gw in &gws {
+        assert!(eventually_status(gw, &key, 200, Duration::from_secs(1)));
+    }
+    // Every node has it cached now; a delete on B reaches A and C.
+    let r = gws[1].admin("DELETE", &format!("/tyk/keys/{key}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for gw in [&gws[0], &gws[2]] {
+        assert!(
+            eventually_status(gw, &key, 403, Duration::from_secs(1)),
+            "a deleted key still works on another node: {:?}",
+            gw.logs()
+        );
+    }
+    // An update (a lower quota) reaches them the same way.
+    let key = gws[0].create_key(session_for(&["c"]));
+    for gw in &gws {
+        assert_eq!(status(gw, &key), 200);
+    }
+    let mut s = session_for(&["c"]);
+    s["quota_max"] = json!(1);
+    s["quota_remaining"] = json!(1);
+    let r = gws[2].admin("PUT", &format!("/tyk/keys/{key}"), Some(s));
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(300));
+    let allowed: usize = gws.iter().filter(|gw| status(gw, &key) == 200).count();
+    assert_eq!(allowed, 1, "quota 1 across three nodes");
+}
+
+#[test]
+fn a_quota_is_exact_across_nodes_under_64_clients() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = Arc::new(nodes(3, &redis, &up, json!({})));
+    let ports: Vec<u16> = gws.iter().map(Gateway::port).collect();
+    for run in 0..5 {
+        let mut s = session_for(&["c"]);
+        s["quota_max"] = json!(300);
+        s["quota_remaining"] = json!(300);
+        s["quota_renewal_rate"] = json!(3600);
+        let key = gws[run % 3].create_key(s);
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..64)
+            .map(|t| {
+                let (ok, key, ports) = (ok.clone(), key.clone(), ports.clone());
+                std::thread::spawn(move || {
+                    for i in 0..6 {
+                        let port = ports[(t + i) % ports.len()];
+                        let r = request(port, "GET", "/c/x", &[("Authorization", &key)], None);
+                        match r.status {
+                            200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            403 => {}
+                            other => panic!("unexpected {other}: {}", r.text()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(ok.load(Ordering::SeqCst), 300, "run {run}");
+        // Tyk's layout: the used count (384 requests, refused ones too).
+        let stored = gatehouse_murmur64(&key);
+        assert_eq!(redis.cli(&["GET", &format!("quota-{stored}")]), "384");
+    }
+}
+
+/// murmur64 of a key id, as Tyk hashes keys whose `h` says murmur64: the
+/// suffix of their `apikey-` and `quota-` keys in Redis.
+fn gatehouse_murmur64(key: &str) -> String {
+    // MurmurHash3 x64_128, h1 big-endian (REDIS.md §2).
+    let bytes = key.as_bytes();
+    let (c1, c2) = (0x87c3_7b91_1142_53d5_u64, 0x4cf5_ad43_2745_937f_u64);
+    let (mut h1, mut h2) = (0u64, 0u64);
+    let blocks = bytes.len() / 16;
+    for i in 0..blocks {
+        let k1 = u64::from_le_bytes(bytes[i * 16..i * 16 + 8].try_into().unwrap());
+        let k2 = u64::from_le_bytes(bytes[i * 16 + 8..i * 16 + 16].try_into().unwrap());
+        h1 ^= k1.wrapping_mul(c1).rotate_left(31).wrapping_mul(c2);
+        h1 = h1
+            .rotate_left(27)
+            .wrapping_add(h2)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
+        h2 ^= k2.wrapping_mul(c2).rotate_left(33).wrapping_mul(c1);
+        h2 = h2
+            .rotate_left(31)
+            .wrapping_add(h1)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
+    }
+    let tail = &bytes[blocks * 16..];
+    let (mut k1, mut k2) = (0u64, 0u64);
+    for (i, b) in tail.iter().enumerate() {
+        if i < 8 {
+            k1 |= u64::from(*b) << (8 * i);
+        } else {
+            k2 |= u64::from(*b) << (8 * (i - 8));
+        }
+    }
+    if tail.len() > 8 {
+        h2 ^= k2.wrapping_mul(c2).rotate_left(33).wrapping_mul(c1);
+    }
+    if !tail.is_empty() {
+        h1 ^= k1.wrapping_mul(c1).rotate_left(31).wrapping_mul(c2);
+    }
+    let len = bytes.len() as u64;
+    h1 ^= len;
+    h2 ^= len;
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    let fmix = |mut k: u64| {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    };
+    h1 = fmix(h1);
+    h2 = fmix(h2);
+    h1 = h1.wrapping_add(h2);
+    format!("{h1:016x}")
+}
+
+#[test]
+fn murmur64_matches_redis_md() {
+    assert_eq!(gatehouse_murmur64("hello"), "cbd8a7b341bd9b02");
+    assert_eq!(
+        gatehouse_murmur64("eyJvcmciOiJkZWZhdWx0IiwiaWQiOiJhYmMxMjMiLCJoIjoibXVybXVyNjQifQ=="),
+        "bc02d26e1f31f86b"
+    );
+}
+
+#[test]
+fn a_rate_limit_is_shared_across_nodes() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(3, &redis, &up, json!({}));
+    let mut s = session_for(&["c"]);
+    s["rate"] = json!(50);
+    s["per"] = json!(5);
+    let key = gws[0].create_key(s);
+    let started = Instant::now();
+    let mut allowed = 0;
+    for i in 0..90 {
+        match status(&gws[i % 3], &key) {
+            200 => allowed += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(allowed <= 50, "{allowed} allowed of rate 50 per 5 s");
+    if started.elapsed() < Duration::from_secs(5) {
+        assert_eq!(allowed, 50);
+    }
+}
+
+fn signed(command: &str, payload: &str, secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{command}{payload}{secret}").as_bytes());
+    let sig: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    json!({"command": command, "payload": payload, "signature": sig, "algorithm": 5}).to_string()
+}
+
+#[test]
+fn signed_group_reloads_reload_and_forged_messages_are_dropped() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gw = Gateway::start(cluster_conf(&redis, json!({})), &[]);
+    assert!(gw.wait_for_log("cluster: listening", Duration::from_secs(5)));
+    std::fs::write(
+        gw.dir().join("apps/late.json"),
+        keyless_api("late", "/late/", &up.url("/")).to_string(),
+    )
+    .unwrap();
+    let forged = signed("GroupReload", "", "wrong-secret");
+    redis.cli(&["PUBLISH", "tyk.cluster.notifications", &forged]);
+    assert!(gw.wait_for_log("does not match node_secret", Duration::from_secs(5)));
+    assert_eq!(gw.get("/late/x", &[]).status, 404);
+    let good = signed("GroupReload", "", NODE_SECRET);
+    redis.cli(&["PUBLISH", "tyk.cluster.notifications", &good]);
+    assert!(eventually(
+        || gw.get("/late/x", &[]).status == 200,
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn redis_down_fails_closed_and_every_node_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(2, &redis, &up, json!({}));
+    let key = gws[0].create_key(session_for(&["c"]));
+    for gw in &gws {
+        assert_eq!(status(gw, &key), 200);
+    }
+    redis.kill();
+    for gw in &gws {
+        // Cached or not, a keyed request is never served uncounted.
+        let r = gw.get("/c/x", &[("Authorization", &key)]);
+        assert!(r.status >= 500, "served with Redis down: {}", r.status);
+        assert_eq!(gw.get("/open/x", &[]).status, 200, "keyless keeps serving");
+        // Tyk answers 200 either way; the body says the store fails.
+        let hello = gw.get("/hello", &[]).text();
+        assert!(hello.contains("\"status\":\"fail\""), "{hello}");
+    }
+    let hits = up.hits();
+    redis.restart();
+    let back = Instant::now();
+    for gw in &gws {
+        assert!(
+            eventually_status(gw, &key, 200, Duration::from_secs(5)),
+            "{:?}",
+            gw.logs()
+        );
+        let hello = gw.get("/hello", &[]).text();
+        assert!(hello.contains("\"status\":\"pass\""), "{hello}");
+    }
+    assert!(back.elapsed() < Duration::from_secs(6));
+    assert!(up.hits() > hits);
+    for gw in &gws {
+        assert!(!gw.logs_contain("panicked"), "{:?}", gw.logs());
+    }
+}
+
+#[test]
+fn a_session_written_as_tyk_writes_it_is_served_and_ours_read_back_in_tyks_layout() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(1, &redis, &up, json!({}));
+    let gw = &gws[0];
+    // REDIS.md §2's example token: org "default", id "abc123", murmur64.
+    let token = "eyJvcmciOiJkZWZhdWx0IiwiaWQiOiJhYmMxMjMiLCJoIjoibXVybXVyNjQifQ==";
+    let tyk_session = json!({
+        "org_id": "default", "rate": 100, "per": 1, "expires": 0,
+        "quota_max": -1, "quota_renews": 0, "quota_remaining": -1, "quota_renewal_rate": 0,
+        "access_rights": {"c": {"api_id": "c", "api_name": "API c", "versions": ["Default"]}},
+        "meta_data": {}, "tags": [], "alias": "from-tyk",
+        "last_updated": "1700000000", "date_created": "2023-11-14T22:13:20Z",
+        "apply_policies": [], "smoothing": null, "some_future_field": {"kept": true}
+    });
+    redis.cli(&["SET", "apikey-bc02d26e1f31f86b", &tyk_session.to_string()]);
+    assert_eq!(status(gw, token), 200);
+    // Ours, read back with redis-cli: Tyk's key, Tyk's JSON, the used count.
+    let mut s = session_for(&["c"]);
+    s["quota_max"] = json!(10);
+    s["quota_remaining"] = json!(10);
+    s["quota_renewal_rate"] = json!(3600);
+    let key = gw.create_key(s);
+    for _ in 0..3 {
+        assert_eq!(status(gw, &key), 200);
+    }
+    let stored = gatehouse_murmur64(&key);
+    let raw = redis.cli(&["GET", &format!("apikey-{stored}")]);
+    let back: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    assert_eq!(back["org_id"], "default");
+    assert_eq!(back["access_rights"]["c"]["api_id"], "c");
+    assert_eq!(back["quota_max"], 10);
+    assert_eq!(redis.cli(&["GET", &format!("quota-{stored}")]), "3");
+    let ttl: i64 = redis
+        .cli(&["TTL", &format!("quota-{stored}")])
+        .parse()
+        .unwrap();
+    assert!((3500..=3600).contains(&ttl), "{ttl}");
+    // Unknown fields of Tyk's session survive our read.
+    let r = gw.admin("GET", &format!("/tyk/keys/{token}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["alias"], "from-tyk");
+}
