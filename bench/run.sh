@@ -36,6 +36,8 @@ Usage: bench/run.sh [options]
                     default: the gateway's own default)
   --no-quota        keyed session with quota_max -1 (quota off);
                     default is a quota too large to trip
+  --no-metrics      Gatehouse with "gatehouse.metrics": false (request
+                    counting off), to measure what /metrics costs
   --quick           smoke test: 1 round, 3 s, c=32 only
   --variants LIST   measure only these variants (nginx is always
                     added, the ratios need it; tls adds nginx-tls,
@@ -50,7 +52,7 @@ die() { echo "run.sh: error: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
 # ---------------------------------------------------------------- options
-CONNS= ROUNDS= DUR= WARMUP= QUIET_WAIT=120 KEYS=0 KEYS_TIMEOUT=1800 WORKERS=0 QUICK=0 BUILD=1 KEEP=0 QUOTA=1 ONLY=
+CONNS= ROUNDS= DUR= WARMUP= QUIET_WAIT=120 KEYS=0 KEYS_TIMEOUT=1800 WORKERS=0 METRICS=1 QUICK=0 BUILD=1 KEEP=0 QUOTA=1 ONLY=
 while (($#)); do
     case $1 in
         --conns) CONNS=${2:?--conns needs a list}; shift ;;
@@ -62,6 +64,7 @@ while (($#)); do
         --keys-timeout) KEYS_TIMEOUT=${2:?}; shift ;;
         --workers) WORKERS=${2:?}; shift ;;
         --no-quota) QUOTA=0 ;;
+        --no-metrics) METRICS=0 ;;
         --quick) QUICK=1 ;;
         --variants) ONLY=${2:?--variants needs a list}; shift ;;
         --no-build) BUILD=0 ;;
@@ -359,8 +362,14 @@ fi
 
 SECRET=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -p "$RUN/apps" "$RUN/policies"
+# "gatehouse": {...}: --workers and --no-metrics.
+gh_opts=()
+((WORKERS)) && gh_opts+=("\"workers\": $WORKERS")
+((METRICS)) || gh_opts+=("\"metrics\": false")
 workers_json=
-((WORKERS)) && workers_json=", \"gatehouse\": {\"workers\": $WORKERS}"
+if ((${#gh_opts[@]})); then
+    workers_json=", \"gatehouse\": {$(IFS=,; echo "${gh_opts[*]}")}"
+fi
 gh_conf() { # gh_conf PORT STORE [EXTRA]: a tyk.conf; both gateways share apps/ and policies/
     cat <<EOF
 {
@@ -765,7 +774,7 @@ echo "==================== Gatehouse benchmark ===================="
 echo "machine : $NCPU cpus, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r)"
 echo "pinning : wrk -t1 on cpu $LOAD_CPU (taskset -c $LOAD_CPU); nginx upstream, nginx proxy and gatehouse on cpu $SERVER_CPU (taskset -c $SERVER_CPU)"
 echo "tools   : $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
-echo "gateway : gatehouse $REV, $gh_threads threads, workers=$( ((WORKERS)) && echo "$WORKERS" || echo default), hash_keys murmur64"
+echo "gateway : gatehouse $REV, $gh_threads threads, workers=$( ((WORKERS)) && echo "$WORKERS" || echo default), hash_keys murmur64, metrics $( ((METRICS)) && echo on || echo off)"
 echo "keyed   : header auth, rate 1000000/1s, $( ((QUOTA)) && echo "quota 1e12/3600s (counted, never trips)" || echo "quota off (-1)"), $((KEYS + 1)) key(s) in the store"
 echo "nginx   : upstream $UP_CONF, proxy $PX_CONF"
 if ((TX || GT)); then

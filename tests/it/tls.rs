@@ -336,3 +336,27 @@ fn the_gateways_skip_flag_covers_every_api() {
     );
     assert_eq!(gw.get("/a/x", &[]).status, 200);
 }
+
+#[test]
+fn a_websocket_round_trips_over_the_tls_listener() {
+    use tungstenite::{Message, client::IntoClientRequest};
+    let echo = crate::websocket::echo_server();
+    let ws_api = keyless_api("ws", "/ws/", &format!("http://127.0.0.1:{echo}/"));
+    let s = site(json!({}), &[("ws", ws_api)]);
+    let c = TlsClient::connect(s.gw.port(), "a.test", client(&s.ca, None)).unwrap();
+    let req = "wss://a.test/ws/chat".into_client_request().unwrap();
+    let (mut ws, res) = tungstenite::client(req, c.stream).expect("handshake over TLS");
+    assert_eq!(res.status(), 101);
+    // Small and large messages, several in flight: TLS records of every size.
+    let big = "x".repeat(200_000);
+    for text in ["one", big.as_str(), "two", "three"] {
+        ws.send(Message::text(text)).unwrap();
+    }
+    for text in ["one", big.as_str(), "two", "three"] {
+        match ws.read().unwrap() {
+            Message::Text(t) => assert_eq!(t.as_str(), format!("echo: {text}")),
+            other => panic!("got {other:?}"),
+        }
+    }
+    ws.close(None).unwrap();
+}

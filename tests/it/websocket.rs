@@ -17,7 +17,7 @@ use crate::support::*;
 
 /// A WebSocket echo server on loopback: every text message comes back
 /// prefixed with `echo: `. Returns its port.
-fn echo_server() -> u16 {
+pub(crate) fn echo_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
