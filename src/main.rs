@@ -15,12 +15,18 @@ gatehouse: a Tyk-compatible API gateway (no Redis, embedded store)
 
 Usage: gatehouse [--conf PATH]
        gatehouse check [--conf PATH]     (alias: lint)
+       gatehouse import --from-redis URL [--conf PATH]
+       gatehouse export --to-redis URL [--conf PATH]
 
 Commands:
   check         load tyk.conf, its TYK_GW_* overrides, every policy and API as
                 start does, offline (no socket, no store, no file written);
                 problems on stderr as `file: field: message`, one result line
                 on stdout; exit 0 valid, 1 problems, 2 unreadable config
+  import        copy every key (apikey-*) and its quota counters from a Redis in
+                Tyk's layout (redis://[user:password@]host:port[/db]) into
+                the embedded store of tyk.conf's storage.path (the gateway
+                must be stopped); export copies the other way. Re-runnable.
 
 Options:
   --conf PATH   tyk.conf to load (JSON, or TOML when it ends in .toml) [default: ./tyk.conf]
@@ -34,6 +40,8 @@ Signals: SIGHUP reloads APIs and policies; SIGTERM/SIGINT stop.";
 enum Args {
     Run(PathBuf),
     Check(PathBuf),
+    /// (conf, Redis URL, into sled)
+    Migrate(PathBuf, String, bool),
     Help,
     Version,
 }
@@ -41,10 +49,24 @@ enum Args {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut conf = PathBuf::from("tyk.conf");
     let mut check = false;
+    let mut migrate: Option<(Option<String>, bool)> = None;
     let mut first = true;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "check" | "lint" if first => check = true,
+            "import" if first => migrate = Some((None, true)),
+            "export" if first => migrate = Some((None, false)),
+            flag @ ("--from-redis" | "--to-redis") => {
+                let url = args.next().ok_or(format!("{flag} needs a redis:// URL"))?;
+                match &mut migrate {
+                    Some((slot, into)) if *into == (flag == "--from-redis") => *slot = Some(url),
+                    _ => {
+                        return Err(format!(
+                            "{flag} belongs to import (--from-redis) or export (--to-redis)"
+                        ));
+                    }
+                }
+            }
             "--help" | "-h" => return Ok(Args::Help),
             "--version" | "-V" => return Ok(Args::Version),
             "--conf" | "-c" => conf = args.next().ok_or("--conf needs a path")?.into(),
@@ -54,6 +76,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             },
         }
         first = false;
+    }
+    if let Some((url, into)) = migrate {
+        let flag = if into { "--from-redis" } else { "--to-redis" };
+        let url = url.ok_or(format!("{flag} URL is required"))?;
+        return Ok(Args::Migrate(conf, url, into));
     }
     Ok(if check {
         Args::Check(conf)
@@ -78,6 +105,37 @@ fn logger(default: &str) -> env_logger::Builder {
         builder.parse_write_style(&style);
     }
     builder
+}
+
+/// `gatehouse import` / `export`: progress on stderr, the result on stdout.
+fn migrate(conf: &Path, url: &str, into_sled: bool) -> ExitCode {
+    logger("warn").init();
+    let (verb, from, to) = if into_sled {
+        (
+            "imported",
+            url.to_string(),
+            "the embedded store".to_string(),
+        )
+    } else {
+        (
+            "exported",
+            "the embedded store".to_string(),
+            url.to_string(),
+        )
+    };
+    match gatehouse::store::migrate::run(conf, url, into_sled) {
+        Ok(c) => {
+            println!(
+                "{verb} {} keys and {} quota counters from {from} to {to}",
+                c.sessions, c.quotas
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `gatehouse check`: warnings and errors the loaders log are counted.
@@ -131,6 +189,7 @@ fn json_logs(conf: &Path) -> bool {
 fn main() -> ExitCode {
     let conf = match parse_args(std::env::args().skip(1)) {
         Ok(Args::Check(conf)) => return check(&conf),
+        Ok(Args::Migrate(conf, url, into)) => return migrate(&conf, &url, into),
         Ok(Args::Run(conf)) => conf,
         Ok(Args::Help) => {
             println!("{USAGE}");

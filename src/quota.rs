@@ -30,6 +30,23 @@ struct Counter {
     dirty: bool,
 }
 
+/// A counter as the store keeps it (for `store::migrate`).
+pub fn record(used: i64, expires_at: i64, key: &str) -> Vec<u8> {
+    let c = Counter {
+        used,
+        expires_at,
+        key: key.to_string(),
+        dirty: false,
+    };
+    serde_json::to_vec(&c).unwrap_or_default()
+}
+
+/// (used, expires_at) of a stored counter.
+pub fn read_record(bytes: &[u8]) -> Option<(i64, i64)> {
+    let c: Counter = serde_json::from_slice(bytes).ok()?;
+    Some((c.used, c.expires_at))
+}
+
 /// The answer for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaDecision {

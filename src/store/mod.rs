@@ -4,6 +4,7 @@
 //! one of cluster mode, in Tyk's key layout. Keys use Tyk's names
 //! (`apikey-…`, `quota-…`). Caching and meaning belong to the callers.
 
+pub mod migrate;
 mod redis;
 pub mod signals;
 mod sled;

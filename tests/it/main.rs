@@ -24,6 +24,7 @@ mod health;
 mod jwt;
 mod limits;
 mod metrics;
+mod migrate;
 mod paths;
 mod policies;
 mod proxy;
