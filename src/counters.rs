@@ -191,28 +191,13 @@ impl Counters for Shared {
     fn reset_quotas(&self, key: &str) -> Result<(), Error> {
         // `quota-{key}` and every scoped `quota-{scope}-{key}`.
         let pattern = format!("quota-*{}", glob_escape(key));
-        let mut cursor: u64 = 0;
         let mut names = vec![format!("quota-{key}")];
-        loop {
-            let (next, batch): (u64, Vec<String>) = self.redis.run(|c| {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)
-            })?;
-            names.extend(
-                batch
-                    .into_iter()
-                    .filter(|n| n.ends_with(&format!("-{key}"))),
-            );
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let scoped = self.redis.keys_matching(&pattern)?;
+        names.extend(
+            scoped
+                .into_iter()
+                .filter(|n| n.ends_with(&format!("-{key}"))),
+        );
         self.redis
             .run(|c| redis::cmd("DEL").arg(&names).query::<i64>(c))
             .map(drop)

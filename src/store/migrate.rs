@@ -89,27 +89,7 @@ pub fn redis_at(url: &str) -> Result<Redis, Error> {
 
 /// Every key of `redis` starting with `prefix`.
 fn keys(redis: &Redis, prefix: &str) -> Result<Vec<String>, Error> {
-    let pattern = format!("{}*", glob_escape(prefix));
-    let (mut out, mut cursor) = (Vec::new(), 0u64);
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis.run(|c| {
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(CHUNK)
-                .query(c)
-        })?;
-        out.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    redis.keys_matching(&format!("{}*", glob_escape(prefix)))
 }
 
 /// The session id a quota counter belongs to: `quota-{id}` or

@@ -156,6 +156,31 @@ impl Redis {
         self.retry_at.store(unix_now_ms() + step, Ordering::SeqCst);
     }
 
+    /// Every key matching the SCAN `pattern`, sorted, once each (SCAN may
+    /// repeat a key).
+    pub fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, Error> {
+        let (mut keys, mut cursor) = (Vec::new(), 0u64);
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.run(|c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
+            })?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::SeqCst)
     }
@@ -281,27 +306,9 @@ impl Store for RedisStore {
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let pattern = format!("{}*", glob_escape(prefix));
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self.redis.run(|c| {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)
-            })?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
+        let keys = self
+            .redis
+            .keys_matching(&format!("{}*", glob_escape(prefix)))?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(500) {
             let values: Vec<Option<Vec<u8>>> =
