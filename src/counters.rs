@@ -125,22 +125,68 @@ pub struct Shared {
     redis: Arc<Redis>,
     quota: redis::Script,
     sliding: redis::Script,
+    /// `enable_fixed_window_rate_limiter`: Tyk's fixed window instead of
+    /// the sliding log.
+    fixed_window: bool,
     /// Makes this gateway's log entries unique within a nanosecond.
     node: String,
     seq: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(redis: Arc<Redis>) -> Shared {
+    pub fn new(redis: Arc<Redis>, fixed_window: bool) -> Shared {
         let mut id = [0u8; 4];
         getrandom::getrandom(&mut id).ok();
         Shared {
             redis,
             quota: redis::Script::new(QUOTA_LUA),
             sliding: redis::Script::new(RATE_LUA),
+            fixed_window,
             node: id.iter().map(|b| format!("{b:02x}")).collect(),
             seq: AtomicU64::new(0),
         }
+    }
+}
+
+/// Seconds from Go's zero time (0001-01-01 UTC) to the Unix epoch.
+const YEAR_ONE_TO_UNIX_S: u128 = 62_135_596_800;
+
+/// The start (Unix ns) of the fixed window holding `now_ns`: Go's
+/// `time.Truncate(per)`, which counts whole periods from year 1, not from
+/// 1970 (the same only when `per` divides 62135596800 s).
+pub fn window_start_ns(now_ns: u64, per_ns: u64) -> u64 {
+    let offset = YEAR_ONE_TO_UNIX_S * 1_000_000_000;
+    let since_year_one = u128::from(now_ns) + offset;
+    let start = since_year_one - since_year_one % u128::from(per_ns.max(1));
+    u64::try_from(start.saturating_sub(offset)).unwrap_or(0)
+}
+
+impl Shared {
+    /// Tyk's fixed window: `INCR {bucket}/{window start ns}` and the rest
+    /// of the window as its TTL; blocked once the count passes the rate
+    /// (blocked requests count too).
+    fn fixed(&self, bucket: &str, limit: u64, per_ns: u64, now_ms: u64) -> Result<Decision, Error> {
+        let now_ns = now_ms.saturating_mul(1_000_000);
+        let start = window_start_ns(now_ns, per_ns);
+        let end = start + per_ns;
+        let key = format!("{bucket}/{start}");
+        let left_ms = (end - now_ns).div_ceil(1_000_000).max(1);
+        let (count,): (u64,) = self.redis.run(|c| {
+            redis::pipe()
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(left_ms)
+                .ignore()
+                .query(c)
+        })?;
+        Ok(Decision {
+            allowed: count <= limit,
+            limit,
+            remaining: limit.saturating_sub(count),
+            reset_ms: end / 1_000_000,
+        })
     }
 }
 
@@ -219,6 +265,9 @@ impl Counters for Shared {
             (rate.per * 1e9) as u64,
             (rate.per.ceil() as u64).max(1),
         );
+        if self.fixed_window {
+            return self.fixed(bucket, limit, per_ns, now_ms).map(Some);
+        }
         let now_ns =
             now_ms.saturating_mul(1_000_000) + self.seq.fetch_add(1, Ordering::Relaxed) % 1_000_000;
         let member = format!("{now_ns}-{}", self.node);
@@ -241,5 +290,27 @@ impl Counters for Shared {
 
     fn remote(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_windows_align_to_year_one_as_go_does() {
+        let s = 1_000_000_000u64;
+        // 60 s divides 62135596800 s: the same as Unix alignment.
+        assert_eq!(
+            window_start_ns(1_700_000_030 * s, 60 * s),
+            1_699_999_980 * s
+        );
+        // 7 s does not: 62135596800 % 7 == 4, so Unix windows start at
+        // 3 mod 7 (Unix alignment would give 0 mod 7).
+        assert_eq!(62_135_596_800u64 % 7, 4);
+        let start = window_start_ns(1_700_000_000 * s, 7 * s);
+        assert_eq!(start, 1_699_999_997 * s);
+        assert_eq!((start / s) % 7, 3);
+        assert!(start <= 1_700_000_000 * s && 1_700_000_000 * s < start + 7 * s);
     }
 }

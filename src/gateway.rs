@@ -103,7 +103,7 @@ impl Gateway {
                 }
                 (
                     Arc::new(store),
-                    Box::new(Shared::new(redis.clone())),
+                    Box::new(Shared::new(redis.clone(), config.fixed_window_rate_limiter)),
                     Some(redis),
                 )
             }

@@ -183,7 +183,11 @@ fn invalidate_jwks(call: &Call<'_>, api: Option<&str>) -> Response {
 /// `GET /tyk/reload[?block=true]` and `/tyk/reload/group`.
 fn reload(call: &Call<'_>, may_block: bool) -> Response {
     let block = may_block && call.query("block") == "true";
-    call.gw.request_reload(block);
+    // The group: every gateway on the shared store, this one included (it
+    // hears its own message); without one, just this gateway.
+    if may_block || !call.gw.store.reload_all() {
+        call.gw.request_reload(block);
+    }
     Response::bytes(
         200,
         "application/json",

@@ -60,6 +60,10 @@ pub struct RawConfig {
     pub storage: RawStorage,
     /// Signs cluster messages (Tyk's `node_secret`).
     pub node_secret: String,
+    /// Cluster mode's rate limiter: Tyk's fixed window (else the rolling
+    /// sliding log, which `enable_redis_rolling_limiter` also names).
+    pub enable_fixed_window_rate_limiter: bool,
+    pub enable_redis_rolling_limiter: bool,
     pub policies: RawPolicies,
     pub jwks: RawJwks,
     // TLS to upstreams (`upstream::tls`).
@@ -233,6 +237,8 @@ pub struct Config {
     pub redis: Option<RedisOptions>,
     /// Signs and checks cluster messages.
     pub node_secret: String,
+    /// `enable_fixed_window_rate_limiter` (cluster mode).
+    pub fixed_window_rate_limiter: bool,
     pub hash_keys: bool,
     /// `hash_key_function` as written ("" = legacy ids).
     pub hash_key_function: String,
@@ -521,6 +527,7 @@ impl RawConfig {
             store_path,
             redis: self.redis_options(file)?,
             node_secret: self.node_secret.clone(),
+            fixed_window_rate_limiter: self.enable_fixed_window_rate_limiter,
             hash_keys: self.hash_keys,
             hash_key_function: self.hash_key_function.clone(),
             enable_hashed_keys_listing: self.enable_hashed_keys_listing,

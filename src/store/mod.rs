@@ -40,6 +40,12 @@ pub trait Store: Send + Sync {
     /// (Tyk's `KeySpaceUpdateNotification`); nothing to tell for a store of
     /// one gateway.
     fn key_changed(&self, _stored_id: &str) {}
+    /// Asks every gateway sharing the store to reload (Tyk's
+    /// `GroupReload`, which this one hears too); false when there is no
+    /// one to ask, and the caller reloads itself.
+    fn reload_all(&self) -> bool {
+        false
+    }
     /// Whether calls wait on the network (never on the event loop, then).
     fn remote(&self) -> bool {
         false

@@ -336,6 +336,16 @@ impl Store for RedisStore {
         }
     }
 
+    fn reload_all(&self) -> bool {
+        match self.publish("GroupReload", "") {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("cluster: could not ask the other gateways to reload: {e}");
+                false
+            }
+        }
+    }
+
     fn remote(&self) -> bool {
         true
     }

@@ -330,3 +330,57 @@ fn a_session_written_as_tyk_writes_it_is_served_and_ours_read_back_in_tyks_layou
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["alias"], "from-tyk");
 }
+
+#[test]
+fn the_fixed_window_limiter_counts_in_tyks_keys_across_nodes() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(
+        2,
+        &redis,
+        &up,
+        json!({"enable_fixed_window_rate_limiter": true}),
+    );
+    let mut s = session_for(&["c"]);
+    s["rate"] = json!(10);
+    s["per"] = json!(3600);
+    let key = gws[0].create_key(s);
+    let allowed = (0..15).filter(|i| status(&gws[i % 2], &key) == 200).count();
+    assert_eq!(allowed, 10);
+    // Tyk's key: the rate key, `/`, the window's start in Unix ns (whole
+    // hours from year 1 are whole hours from 1970), holding every request.
+    let stored = gatehouse_murmur64(&key);
+    let keys = redis.cli(&["KEYS", &format!("rate-limit-{stored}/*")]);
+    let window: u128 = keys.rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(window % 3_600_000_000_000, 0, "{keys}");
+    assert_eq!(redis.cli(&["GET", &keys]), "15");
+}
+
+#[test]
+fn reload_group_reloads_every_node() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(2, &redis, &up, json!({}));
+    for gw in &gws {
+        assert!(gw.wait_for_log("cluster: listening", Duration::from_secs(5)));
+        std::fs::write(
+            gw.dir().join("apps/late.json"),
+            keyless_api("late", "/late/", &up.url("/")).to_string(),
+        )
+        .unwrap();
+        assert_eq!(gw.get("/late/x", &[]).status, 404);
+    }
+    let r = gws[0].admin("GET", "/tyk/reload/group", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "{\"status\":\"ok\",\"message\":\"\"}\n");
+    for gw in &gws {
+        assert!(
+            eventually(
+                || gw.get("/late/x", &[]).status == 200,
+                Duration::from_secs(5)
+            ),
+            "{:?}",
+            gw.logs()
+        );
+    }
+}
