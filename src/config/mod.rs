@@ -23,7 +23,7 @@ use crate::http::Limits;
 use crate::http::path::{Cleaning, PathRules, RawPathRules};
 use crate::http::tls::{CertSource, ListenerTls, Versions};
 use crate::keyid::HashAlg;
-use crate::store::RedisOptions;
+use crate::store::{RedisOptions, RedisTls};
 use crate::upstream::tls::ClientTls;
 pub use env::Env;
 
@@ -152,6 +152,11 @@ pub struct RawStorage {
     pub database: i64,
     /// Seconds.
     pub timeout: i64,
+    pub use_ssl: bool,
+    pub ssl_insecure_skip_verify: bool,
+    pub ca_file: String,
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -525,7 +530,7 @@ impl RawConfig {
             policies,
             policy_write_dir,
             store_path,
-            redis: self.redis_options(file)?,
+            redis: self.redis_options(file, &resolve)?,
             node_secret: self.node_secret.clone(),
             fixed_window_rate_limiter: self.enable_fixed_window_rate_limiter,
             hash_keys: self.hash_keys,
@@ -671,7 +676,11 @@ impl RawConfig {
 
     /// Tyk's `storage` block for Redis: `addrs[0]`, else `host:port`
     /// (localhost:6379 by default).
-    fn redis_options(&self, file: &Path) -> Result<Option<RedisOptions>, Error> {
+    fn redis_options(
+        &self,
+        file: &Path,
+        resolve: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<Option<RedisOptions>, Error> {
         let s = &self.storage;
         if s.kind != "redis" {
             return Ok(None);
@@ -704,7 +713,29 @@ impl RawConfig {
             return Err(Error::config(file, "storage.database", "must be 0 to 15"));
         }
         let timeout = timeout(file, "storage.timeout", s.timeout, 5)?;
+        let path = |p: &str| (!p.is_empty()).then(|| resolve(p));
+        let tls = match (s.use_ssl, path(&s.cert_file), path(&s.key_file)) {
+            (false, _, _) => None,
+            (true, Some(cert), Some(key)) => Some(RedisTls {
+                insecure: s.ssl_insecure_skip_verify,
+                ca_file: path(&s.ca_file),
+                client: Some((cert, key)),
+            }),
+            (true, None, None) => Some(RedisTls {
+                insecure: s.ssl_insecure_skip_verify,
+                ca_file: path(&s.ca_file),
+                client: None,
+            }),
+            (true, _, _) => {
+                return Err(Error::config(
+                    file,
+                    "storage.cert_file",
+                    "a client certificate needs both cert_file and key_file",
+                ));
+            }
+        };
         Ok(Some(RedisOptions {
+            tls,
             addr,
             username: s.username.clone(),
             password: s.password.clone(),

@@ -84,6 +84,7 @@ pub fn redis_at(url: &str) -> Result<Redis, Error> {
         password,
         database,
         timeout: Duration::from_secs(10),
+        tls: None,
     })
 }
 

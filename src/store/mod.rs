@@ -9,7 +9,7 @@ mod redis;
 pub mod signals;
 mod sled;
 
-pub use self::redis::{Notification, Redis, RedisOptions, RedisStore, glob_escape};
+pub use self::redis::{Notification, Redis, RedisOptions, RedisStore, RedisTls, glob_escape};
 pub use self::sled::SledStore;
 
 use crate::error::Error;

@@ -34,6 +34,19 @@ pub struct RedisOptions {
     pub password: String,
     pub database: i64,
     pub timeout: Duration,
+    /// `use_ssl`: TLS to Redis.
+    pub tls: Option<RedisTls>,
+}
+
+/// Tyk's `storage.use_ssl` and its companions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `ssl_insecure_skip_verify`: any certificate, any name.
+    pub insecure: bool,
+    /// `ca_file`: trust this CA (else the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `cert_file` and `key_file`: a client certificate (mutual TLS).
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 pub struct Redis {
@@ -62,17 +75,49 @@ impl Redis {
         if !o.password.is_empty() {
             settings = settings.set_password(&o.password);
         }
-        let addr = redis::ConnectionAddr::Tcp(host.trim_matches(['[', ']']).to_string(), port);
+        let store_error = |message: String| Error::Store {
+            path: format!("redis://{}", o.addr).into(),
+            message,
+        };
+        let host = host.trim_matches(['[', ']']).to_string();
+        let addr = match &o.tls {
+            None => redis::ConnectionAddr::Tcp(host, port),
+            Some(t) => redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: t.insecure,
+                tls_params: None,
+            },
+        };
         let info = redis::IntoConnectionInfo::into_connection_info(addr)
             .map(|i| i.set_redis_settings(settings))
-            .map_err(|e| Error::Store {
-                path: format!("redis://{}", o.addr).into(),
-                message: e.to_string(),
-            })?;
-        let client = redis::Client::open(info).map_err(|e| Error::Store {
-            path: format!("redis://{}", o.addr).into(),
-            message: e.to_string(),
-        })?;
+            .map_err(|e| store_error(e.to_string()))?;
+        let client = match &o.tls {
+            Some(t) if t.ca_file.is_some() || t.client.is_some() => {
+                let read = |p: &std::path::Path, field: &str| {
+                    std::fs::read(p)
+                        .map_err(|e| store_error(format!("storage.{field} {}: {e}", p.display())))
+                };
+                let root_cert = match &t.ca_file {
+                    Some(p) => Some(read(p, "ca_file")?),
+                    None => None,
+                };
+                let client_tls = match &t.client {
+                    Some((cert, key)) => Some(redis::ClientTlsConfig {
+                        client_cert: read(cert, "cert_file")?,
+                        client_key: read(key, "key_file")?,
+                    }),
+                    None => None,
+                };
+                let certs = redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                };
+                redis::Client::build_with_tls(info, certs)
+            }
+            _ => redis::Client::open(info),
+        }
+        .map_err(|e| store_error(e.to_string()))?;
         Ok(Redis {
             client,
             addr: o.addr.clone(),

@@ -384,3 +384,36 @@ fn reload_group_reloads_every_node() {
         );
     }
 }
+
+#[test]
+fn redis_over_tls_needs_its_ca_or_the_skip_flag() {
+    let ca = crate::support::tls::Ca::new("redis CA");
+    let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
+    let redis = RedisServer::start_tls(&leaf.cert, &leaf.key, &ca.pem);
+    let up = Upstream::start();
+    let with = |storage: Value| {
+        let mut conf = cluster_conf(&redis, json!({}));
+        for (k, v) in storage.as_object().unwrap() {
+            conf["storage"][k] = v.clone();
+        }
+        Gateway::builder()
+            .conf(conf)
+            .file("redis-ca.pem", ca.pem.clone())
+            .app("c", api_def("c", "/c/", &up.url("/")))
+            .start()
+    };
+    // Trusted through ca_file: keys work, and are in that Redis.
+    let gw = with(json!({"use_ssl": true, "ca_file": "redis-ca.pem"}));
+    let key = gw.create_key(session_for(&["c"]));
+    assert_eq!(status(&gw, &key), 200);
+    let stored = gatehouse_murmur64(&key);
+    assert_eq!(redis.cli(&["EXISTS", &format!("apikey-{stored}")]), "1");
+    // Not trusted: refused, and the log says why.
+    let gw = with(json!({"use_ssl": true}));
+    let refused = status(&gw, &key);
+    assert!(refused >= 500, "{refused}");
+    assert!(gw.logs_contain("UnknownIssuer"), "{:?}", gw.logs());
+    // The skip flag takes any certificate.
+    let gw = with(json!({"use_ssl": true, "ssl_insecure_skip_verify": true}));
+    assert_eq!(status(&gw, &key), 200);
+}

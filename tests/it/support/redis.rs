@@ -13,6 +13,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// TLS only (no plain port): the server's certificate files.
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -26,6 +28,24 @@ impl RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            tls: false,
+        };
+        r.launch();
+        r
+    }
+
+    /// A Redis speaking only TLS, with this certificate and key (PEM), and
+    /// `ca` (PEM) for redis-cli to trust. Clients need no certificate.
+    pub fn start_tls(cert: &str, key: &str, ca: &str) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("server.pem", cert), ("server.key", key), ("ca.pem", ca)] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut r = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            tls: true,
         };
         r.launch();
         r
@@ -33,8 +53,20 @@ impl RedisServer {
 
     fn launch(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            let file = |n: &str| self.dir.path().join(n).to_string_lossy().into_owned();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &file("server.pem")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",
@@ -77,7 +109,12 @@ impl RedisServer {
 
     /// `redis-cli -p PORT args...`, its stdout trimmed ("" on failure).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if self.tls {
+            let ca = self.dir.path().join("ca.pem");
+            command.args(["--tls", "--cacert"]).arg(ca);
+        }
+        let out = command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .output();
