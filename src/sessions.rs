@@ -16,6 +16,9 @@ use crate::error::Error;
 use crate::session::Session;
 use crate::store::Store;
 
+/// Writer stripes: concurrent writes to different keys rarely share one.
+const STRIPES: usize = 64;
+
 /// Store prefix of sessions, Tyk's.
 pub const PREFIX: &str = "apikey-";
 
@@ -30,8 +33,10 @@ pub struct Sessions {
     /// only inserts if no write happened meanwhile, so it never caches a
     /// session older than the store's.
     epoch: AtomicU64,
-    /// Serialises writers, and cache fills against writers.
-    writer: Mutex<()>,
+    /// Serialise writers of the same id, and cache fills against them
+    /// (striped by id, so writers of different keys reach the store
+    /// together and share its flushes).
+    writers: [Mutex<()>; STRIPES],
     /// Lookups answered from memory, and those that read the store.
     pub hits: AtomicU64,
     pub misses: AtomicU64,
@@ -50,7 +55,7 @@ impl Sessions {
             cache: Cache::new(capacity.max(16)),
             max_age,
             epoch: AtomicU64::new(0),
-            writer: Mutex::new(()),
+            writers: std::array::from_fn(|_| Mutex::new(())),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -75,7 +80,7 @@ impl Sessions {
                 return Ok(None);
             }
         };
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = self.stripe(id);
         if self.epoch.load(Ordering::SeqCst) == before {
             self.cache
                 .insert(id.to_string(), (session.clone(), Instant::now()));
@@ -92,6 +97,14 @@ impl Sessions {
         }
     }
 
+    /// The writer lock of `id`'s stripe.
+    fn stripe(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(id, &mut h);
+        let i = usize::try_from(std::hash::Hasher::finish(&h) % STRIPES as u64).unwrap_or(0);
+        self.writers[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether `id` is in memory (a `get` would not read the store).
     pub fn is_cached(&self, id: &str) -> bool {
         self.cached(id).is_some()
@@ -99,16 +112,20 @@ impl Sessions {
 
     /// Forgets the cached copies of `ids` (another gateway changed them).
     pub fn evict(&self, ids: &[&str]) {
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for id in ids {
+            let _w = self.stripe(id);
             self.cache.remove(*id);
+            self.epoch.fetch_add(1, Ordering::SeqCst);
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Forgets every cached session (cluster messages may have been lost).
     pub fn evict_all(&self) {
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _all: Vec<_> = self
+            .writers
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
         self.cache.clear();
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
@@ -119,7 +136,7 @@ impl Sessions {
             path: Default::default(),
             message: format!("cannot encode session: {e}"),
         })?;
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = self.stripe(id);
         self.store.set(&store_key(id), &bytes)?;
         self.cache
             .insert(id.to_string(), (Arc::new(session), Instant::now()));
@@ -131,7 +148,7 @@ impl Sessions {
 
     /// Removes the session stored under `id`; false when there was none.
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = self.stripe(id);
         let existed = self.store.delete(&store_key(id))?;
         self.cache.remove(id);
         self.epoch.fetch_add(1, Ordering::SeqCst);

@@ -4,8 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use super::Store;
 use crate::error::Error;
@@ -20,8 +20,10 @@ use crate::error::Error;
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
-    /// The last sequence number written; its lock orders all writes.
-    seq: Mutex<u64>,
+    /// Writes waiting for, and the state of, the group commit.
+    group: Mutex<Group>,
+    /// Signalled when a commit round ends.
+    round_done: Condvar,
     /// The last write failed.
     failing: AtomicBool,
     /// Failed writes, for the metrics.
@@ -51,7 +53,8 @@ impl SledStore {
         let store = SledStore {
             db,
             path: path.to_path_buf(),
-            seq: Mutex::new(0),
+            group: Mutex::new(Group::default()),
+            round_done: Condvar::new(),
             failing: AtomicBool::new(false),
             write_errors: AtomicU64::new(0),
         };
@@ -66,7 +69,7 @@ impl SledStore {
                 ),
             });
         }
-        *store.seq.lock().unwrap_or_else(|e| e.into_inner()) = inside;
+        store.group.lock().unwrap_or_else(|e| e.into_inner()).seq = inside;
         Ok(store)
     }
 
@@ -84,28 +87,112 @@ impl SledStore {
         }
     }
 
-    /// Applies `batch` with the next sequence number, flushes, then
-    /// records the number beside the store.
-    fn commit(&self, batch: sled::Batch) -> Result<(), Error> {
-        let result = self.commit_batch(batch);
+    /// Makes `ops` durable: returns once they are flushed with a sequence
+    /// number recorded beside the store. Group commit: writers that arrive
+    /// while a flush runs queue up, and the next flush takes them all, so
+    /// many concurrent writers share one fsync instead of each waiting for
+    /// its own. Each writer still answers only after its own ops are on
+    /// disk, with that round's result.
+    fn commit(&self, ops: Vec<Op>) -> Result<(), Error> {
+        let result = self.commit_grouped(ops);
         self.failing.store(result.is_err(), Ordering::SeqCst);
         if result.is_err() {
             self.write_errors.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        result.map_err(|message| Error::Store {
+            path: self.path.clone(),
+            message,
+        })
     }
 
-    fn commit_batch(&self, mut batch: sled::Batch) -> Result<(), Error> {
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        let next = *seq + 1;
+    fn commit_grouped(&self, ops: Vec<Op>) -> Result<(), String> {
+        let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        g.queue.extend(ops);
+        let mine = g.queued_round;
+        if g.leading {
+            while g.done_round < mine {
+                g = self.round_done.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            return g.result_of(mine);
+        }
+        // Lead: flush rounds until nobody waits.
+        g.leading = true;
+        while !g.queue.is_empty() {
+            let round = g.queued_round;
+            g.queued_round += 1;
+            let ops = std::mem::take(&mut g.queue);
+            let next = g.seq + 1;
+            drop(g);
+            let result = self.apply(ops, next);
+            g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Ok(()) => g.seq = next,
+                Err(why) => {
+                    g.failed.push((round, why.clone()));
+                    let excess = g.failed.len().saturating_sub(64);
+                    g.failed.drain(..excess);
+                }
+            }
+            g.done_round = round;
+            self.round_done.notify_all();
+        }
+        g.leading = false;
+        g.result_of(mine)
+    }
+
+    /// One durable round: the ops and sequence number `next` in one sled
+    /// batch, flushed, then `next` in the file beside the store.
+    fn apply(&self, ops: Vec<Op>, next: u64) -> Result<(), String> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in ops {
+            match value {
+                Some(v) => batch.insert(key.as_bytes(), v),
+                None => batch.remove(key.as_bytes()),
+            }
+        }
         batch.insert(SEQ_KEY, &next.to_be_bytes());
-        self.db.apply_batch(batch).map_err(|e| self.fail(e))?;
-        self.db.flush().map_err(|e| self.fail(e))?;
-        *seq = next;
-        write_seq_file(&self.path, next).map_err(|e| Error::Store {
-            path: self.path.clone(),
-            message: format!("cannot record write #{next}: {e}"),
-        })
+        self.db.apply_batch(batch).map_err(|e| e.to_string())?;
+        self.db.flush().map_err(|e| e.to_string())?;
+        write_seq_file(&self.path, next).map_err(|e| format!("cannot record write #{next}: {e}"))
+    }
+}
+
+/// A key and its new value (None: removed).
+type Op = (String, Option<Vec<u8>>);
+
+/// The group commit's state. Rounds count from 1; a writer's ops belong
+/// to the round that is queued when it arrives.
+struct Group {
+    /// The last durable sequence number.
+    seq: u64,
+    queue: Vec<Op>,
+    queued_round: u64,
+    done_round: u64,
+    /// A writer is flushing rounds.
+    leading: bool,
+    /// Recent rounds that failed, and why.
+    failed: Vec<(u64, String)>,
+}
+
+impl Default for Group {
+    fn default() -> Group {
+        Group {
+            seq: 0,
+            queue: Vec::new(),
+            queued_round: 1,
+            done_round: 0,
+            leading: false,
+            failed: Vec::new(),
+        }
+    }
+}
+
+impl Group {
+    fn result_of(&self, round: u64) -> Result<(), String> {
+        match self.failed.iter().find(|(r, _)| *r == round) {
+            Some((_, why)) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -144,24 +231,20 @@ impl Store for SledStore {
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
-        batch.insert(key, value);
-        self.commit(batch)
+        self.commit(vec![(key.to_string(), Some(value.to_vec()))])
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in entries {
-            batch.insert(k.as_str(), v.as_slice());
-        }
-        self.commit(batch)
+        let ops = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        self.commit(ops)
     }
 
     fn delete(&self, key: &str) -> Result<bool, Error> {
         let existed = self.db.contains_key(key).map_err(|e| self.fail(e))?;
-        let mut batch = sled::Batch::default();
-        batch.remove(key);
-        self.commit(batch)?;
+        self.commit(vec![(key.to_string(), None)])?;
         Ok(existed)
     }
 
@@ -214,6 +297,35 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec!["apikey-b"]);
+    }
+
+    #[test]
+    fn concurrent_writers_share_flushes_and_every_write_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+            let threads: Vec<_> = (0..16)
+                .map(|t| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..50 {
+                            s.set(&format!("apikey-{t}-{i}"), b"v").unwrap();
+                        }
+                        s.delete(&format!("apikey-{t}-0")).unwrap();
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let rounds = s.group.lock().unwrap().seq;
+            assert!(rounds <= 16 * 51, "{rounds}");
+            assert_eq!(read_seq_file(dir.path()), rounds);
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.scan("apikey-").unwrap().len(), 16 * 49);
+        assert_eq!(s.get("apikey-3-0").unwrap(), None);
+        assert_eq!(s.get("apikey-3-49").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]
