@@ -9,7 +9,8 @@
   report.py table RESULTS_TSV CLK_TCK
       prints one table per concurrency: medians over rounds, and ratios of
       those medians against the nginx proxy; the TLS variant's (tls) against
-      the nginx TLS proxy (nginx-tls) of the same run instead.
+      the nginx TLS proxy (nginx-tls) of the same run instead. The redis
+      variant's cpu_ticks are its gateway's plus redis-server's (run.sh).
 
 RESULTS_TSV columns: conns round variant requests elapsed_s non2xx
 socket_errors p50_us p99_us cpu_ticks other_ticks
@@ -21,7 +22,7 @@ import sys
 
 UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 VARIANTS = [
-    "direct", "nginx", "keyless", "keyed", "messy", "policy", "basic", "jwths", "jwtrs", "real",
+    "direct", "nginx", "keyless", "keyed", "redis", "messy", "policy", "basic", "jwths", "jwtrs", "real",
     "nginx-tls", "tls",
 ]
 # The baseline each variant's ratios are taken against; a baseline gets none.
@@ -33,6 +34,7 @@ NAMES = {
     "nginx": "nginx proxy",
     "keyless": "gatehouse keyless",
     "keyed": "gatehouse keyed",
+    "redis": "gatehouse redis",  # issue 12: keyed, store and counters in Redis
     "messy": "gatehouse messy",
     "policy": "gatehouse policy",
     "basic": "gatehouse basic",

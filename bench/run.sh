@@ -2,7 +2,9 @@
 # Gatehouse throughput benchmark (issue 5): nginx upstream, nginx proxy_pass
 # and Gatehouse (keyless and keyed) side by side, wrk pinned to cpu 0 and
 # every server pinned to cpu 1; issue 11 adds the same over TLS (an nginx
-# and a Gatehouse on https with one self-signed certificate). See bench/README.md.
+# and a Gatehouse on https with one self-signed certificate); issue 12's
+# --store redis adds a redis-server and a Gatehouse in cluster mode on it.
+# See bench/README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +19,8 @@ PX_PORT=9002
 GH_PORT=9003
 TX_PORT=9004    # nginx proxy over TLS (bench/proxy-tls-nginx.conf)
 GT_PORT=9005    # Gatehouse over TLS
+RD_PORT=9006    # redis-server (--store redis)
+GR_PORT=9007    # Gatehouse with storage.type redis (--store redis)
 
 usage() {
     cat <<'EOF'
@@ -41,7 +45,11 @@ Usage: bench/run.sh [options]
   --quick           smoke test: 1 round, 3 s, c=32 only
   --variants LIST   measure only these variants (nginx is always
                     added, the ratios need it; tls adds nginx-tls,
-                    its baseline)                         [all]
+                    its baseline; redis implies --store redis)  [all]
+  --store TYPE      sled, or redis: also start a redis-server on
+                    9006 and a Gatehouse in cluster mode on it (9007),
+                    and measure the variant redis (keyed through
+                    it) besides the others                      [sled]
   --no-build        use target/release/gatehouse as it is
   --keep            keep the run directory (logs, wrk output)
   -h, --help        this text
@@ -53,6 +61,7 @@ log() { echo "== $*" >&2; }
 
 # ---------------------------------------------------------------- options
 CONNS= ROUNDS= DUR= WARMUP= QUIET_WAIT=120 KEYS=0 KEYS_TIMEOUT=1800 WORKERS=0 METRICS=1 QUICK=0 BUILD=1 KEEP=0 QUOTA=1 ONLY=
+STORE=sled
 while (($#)); do
     case $1 in
         --conns) CONNS=${2:?--conns needs a list}; shift ;;
@@ -67,6 +76,7 @@ while (($#)); do
         --no-metrics) METRICS=0 ;;
         --quick) QUICK=1 ;;
         --variants) ONLY=${2:?--variants needs a list}; shift ;;
+        --store) STORE=${2:?--store needs sled or redis}; shift ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -84,24 +94,35 @@ for n in $CONNS $ROUNDS $DUR $WARMUP $QUIET_WAIT $KEYS $KEYS_TIMEOUT $WORKERS; d
 done
 ((ROUNDS >= 1 && DUR >= 1)) || die "--rounds and --duration must be >= 1"
 for c in $CONNS; do ((c >= 1)) || die "concurrency must be >= 1"; done
+[[ $STORE == sled || $STORE == redis ]] || die "--store: expected sled or redis, got '$STORE'"
 
 # Issue 11: nginx-tls and tls run over https, on their own servers; tls's
 # ratios are taken against nginx-tls, so asking for tls adds it.
-VARIANTS=(direct nginx keyless keyed messy policy basic jwths jwtrs real nginx-tls tls)
+# Issue 12: redis (keyed through a Gatehouse whose store and counters are in
+# a redis-server) needs those two servers: --store redis adds it to what
+# --variants asks for, and --variants redis implies --store redis.
+VARIANTS=(direct nginx keyless keyed redis messy policy basic jwths jwtrs real nginx-tls tls)
+[[ " ${ONLY//,/ } " == *" redis "* ]] && STORE=redis
 if [[ -n $ONLY ]]; then
     wanted=" nginx ${ONLY//,/ } "
     [[ $wanted == *" tls "* ]] && wanted+="nginx-tls "
+    [[ $STORE == redis ]] && wanted+="redis "
     for v in ${ONLY//,/ }; do
         [[ " ${VARIANTS[*]} " == *" $v "* ]] || die "--variants: unknown variant '$v' (known: ${VARIANTS[*]})"
     done
     kept=()
     for v in "${VARIANTS[@]}"; do [[ $wanted == *" $v "* ]] && kept+=("$v"); done
     VARIANTS=("${kept[@]}")
+elif [[ $STORE != redis ]]; then
+    kept=()
+    for v in "${VARIANTS[@]}"; do [[ $v != redis ]] && kept+=("$v"); done
+    VARIANTS=("${kept[@]}")
 fi
 has_variant() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
-TX=0 GT=0   # start the TLS nginx / the TLS Gatehouse
+TX=0 GT=0 RD=0  # start the TLS nginx / the TLS Gatehouse / redis-server and its Gatehouse
 has_variant nginx-tls && TX=1
 has_variant tls && GT=1
+has_variant redis && RD=1
 
 # ---------------------------------------------------------------- cleanup
 RUN=
@@ -109,6 +130,7 @@ MADE_NGINX_RUN=0
 MADE_POLICY=0
 UP_PID= PX_PID= GH_PID=
 TX_PID= GT_PID=    # the TLS nginx and Gatehouse, started only for the TLS variants
+RD_PID= GR_PID=    # redis-server and its Gatehouse, started only for --store redis
 MADE_TLS_FILES=0   # the certificate copied into $NGINX_RUN
 BG_PID= BG_NAME=   # wrk or the key pre-loader while one runs
 GH_STARTS=0
@@ -183,6 +205,8 @@ cleanup() {
     trap - EXIT INT TERM
     [[ -n $BG_PID ]] && stop_pid "$BG_PID" "$BG_NAME"
     [[ -n $GT_PID ]] && stop_pid "$GT_PID" "gatehouse tls"
+    [[ -n $GR_PID ]] && stop_pid "$GR_PID" "gatehouse redis"
+    [[ -n $RD_PID ]] && stop_pid "$RD_PID" redis-server
     [[ -n $GH_PID ]] && stop_pid "$GH_PID" gatehouse
     [[ -n $TX_PID ]] && stop_nginx "$TX_PID" "nginx tls proxy"
     [[ -n $PX_PID ]] && stop_nginx "$PX_PID" "nginx proxy"
@@ -211,6 +235,9 @@ command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)   # JWT keys and tokens, the TLS certificate
+if ((RD)); then   # redis-server's package depends on redis-tools (redis-cli)
+    { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need+=(redis-server)
+fi
 if ((${#need[@]})); then
     SUDO=
     if ((EUID != 0)); then
@@ -218,7 +245,8 @@ if ((${#need[@]})); then
         SUDO=sudo
     fi
     log "installing ${need[*]}"
-    # Keep the package scripts from starting a system nginx on port 80.
+    # Keep the package scripts from starting a system nginx on port 80 (or
+    # a system redis-server on 6379).
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
         $SUDO chmod +x /usr/sbin/policy-rc.d
@@ -233,6 +261,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx is not installed"
 command -v wrk >/dev/null || die "wrk is not installed"
 command -v openssl >/dev/null || die "openssl is not installed"
+if ((RD)); then
+    command -v redis-server >/dev/null || die "redis-server is not installed"
+    command -v redis-cli >/dev/null || die "redis-cli is not installed"
+fi
 
 NCPU=$(nproc --all)
 ((NCPU >= 2)) || die "needs at least 2 cpus (wrk on cpu $LOAD_CPU, servers on cpu $SERVER_CPU); found $NCPU"
@@ -271,6 +303,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports=("$UP_PORT" "$PX_PORT" "$GH_PORT")
 ((TX)) && ports+=("$TX_PORT")
 ((GT)) && ports+=("$GT_PORT")
+((RD)) && ports+=("$RD_PORT" "$GR_PORT")
 for p in "${ports[@]}"; do
     port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark or server?)"
 done
@@ -370,28 +403,35 @@ workers_json=
 if ((${#gh_opts[@]})); then
     workers_json=", \"gatehouse\": {$(IFS=,; echo "${gh_opts[*]}")}"
 fi
-gh_conf() { # gh_conf PORT STORE [EXTRA]: a tyk.conf; both gateways share apps/ and policies/
+gh_conf() { # gh_conf PORT STORAGE [EXTRA]: a tyk.conf; every gateway shares apps/ and policies/
     cat <<EOF
 {
   "listen_address": "127.0.0.1",
   "listen_port": $1,
   "secret": "$SECRET",
   "app_path": "apps/",
-  "storage": {"type": "sled", "path": "$2"},
+  "storage": $2,
   "policies": {"policy_path": "policies"},
   "hash_keys": true,
   "hash_key_function": "murmur64"$workers_json${3:-}
 }
 EOF
 }
-gh_conf "$GH_PORT" store >"$RUN/tyk.conf"
+gh_conf "$GH_PORT" '{"type": "sled", "path": "store"}' >"$RUN/tyk.conf"
 # Issue 11: the TLS gateway: the same, on its own port and store, https on
 # every listener (proxy and admin share the port) with the run's certificate.
 if ((GT)); then
-    gh_conf "$GT_PORT" store-tls ',
+    gh_conf "$GT_PORT" '{"type": "sled", "path": "store-tls"}' ',
   "http_server_options": {"use_ssl": true, "min_version": 771, "max_version": 772,
     "certificates": [{"domain_name": "127.0.0.1", "cert_file": "tls.crt", "key_file": "tls.key"}]}' \
         >"$RUN/tyk-tls.conf"
+fi
+# Issue 12: the cluster-mode gateway: the same, on its own port, with its
+# sessions, quotas and rate limits in the run's redis-server.
+if ((RD)); then
+    gh_conf "$GR_PORT" "{\"type\": \"redis\", \"host\": \"127.0.0.1\", \"port\": $RD_PORT}" \
+        ",
+  \"node_secret\": \"$SECRET-node\"" >"$RUN/tyk-redis.conf"
 fi
 cat >"$RUN/apps/bench-keyed.json" <<EOF
 {
@@ -476,11 +516,15 @@ cat >"$RUN/apps/bench-open.json" <<EOF
 }
 EOF
 
-start_gatehouse() { # start_gatehouse [tls]: the plain gateway (GH_PID, GH_LOG), or the TLS one (GT_PID, GT_LOG)
+start_gatehouse() { # start_gatehouse [tls|redis]: the plain gateway (GH_PID, GH_LOG), the TLS
+    # one (GT_PID, GT_LOG) or the cluster-mode one (GR_PID, GR_LOG)
     local name=gatehouse conf=$RUN/tyk.conf port=$GH_PORT scheme=http logf pid i t0=$SECONDS
     if [[ ${1:-} == tls ]]; then
         name="gatehouse tls" conf=$RUN/tyk-tls.conf port=$GT_PORT scheme=https logf=$RUN/gatehouse.tls.log
         GT_LOG=$logf
+    elif [[ ${1:-} == redis ]]; then
+        name="gatehouse redis" conf=$RUN/tyk-redis.conf port=$GR_PORT logf=$RUN/gatehouse.redis.log
+        GR_LOG=$logf
     else
         logf=$RUN/gatehouse.$((++GH_STARTS)).log
         GH_LOG=$logf
@@ -488,7 +532,7 @@ start_gatehouse() { # start_gatehouse [tls]: the plain gateway (GH_PID, GH_LOG),
     : >"$logf"   # exists before the wait below reads it
     taskset -c "$SERVER_CPU" "$BIN" --conf "$conf" 2>"$logf" >/dev/null &
     pid=$!
-    if [[ ${1:-} == tls ]]; then GT_PID=$pid; else GH_PID=$pid; fi
+    case ${1:-} in tls) GT_PID=$pid ;; redis) GR_PID=$pid ;; *) GH_PID=$pid ;; esac
     # Start-up loads every stored session: allow time for large stores.
     for ((i = 0; i < 3000; i++)); do
         alive "$pid" || { tail -n 30 "$logf" >&2; die "$name exited during start-up (log above)"; }
@@ -573,6 +617,34 @@ if ((GT)); then
         die "key create on gatehouse tls did not answer a key: $answer"
 fi
 
+if ((RD)); then
+    # Issue 12: a redis-server of the run's own, nothing on disk, pinned with
+    # the servers: serving a request in cluster mode costs its CPU too.
+    log "starting redis-server on 127.0.0.1:$RD_PORT, cpu $SERVER_CPU"
+    mkdir -p "$RUN/redis"
+    RD_LOG=$RUN/redis.log
+    taskset -c "$SERVER_CPU" redis-server --bind 127.0.0.1 --port "$RD_PORT" --save "" --appendonly no \
+        --dir "$RUN/redis" --daemonize no --logfile "$RD_LOG" >"$RUN/redis.out" 2>&1 &
+    RD_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        alive "$RD_PID" || { cat "$RUN/redis.out" >&2; tail -n 30 "$RD_LOG" >&2 2>/dev/null; die "redis-server exited during start-up"; }
+        [[ $(redis-cli -p "$RD_PORT" PING 2>/dev/null) == PONG ]] && break
+        sleep 0.1
+    done
+    [[ $(redis-cli -p "$RD_PORT" PING 2>/dev/null) == PONG ]] ||
+        { tail -n 30 "$RD_LOG" >&2 2>/dev/null; die "redis-server did not answer PING on $RD_PORT within 10 s"; }
+    # The gateway in cluster mode on it, with a key like the keyed variant's,
+    # made the same way through its own admin API (so it lands in Redis).
+    log "starting gatehouse redis on cpu $SERVER_CPU"
+    start_gatehouse redis
+    answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GR_PORT/tyk/keys/create" \
+        -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' -d "$key_body") ||
+        die "key create request to gatehouse redis failed"
+    RKEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
+        die "key create on gatehouse redis did not answer a key: $answer"
+    RKEY_HASH=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("key_hash", ""))' "$answer")
+fi
+
 # Every variant must answer 200 "ok" before anything is measured.
 declare -A URL=(
     [direct]="http://127.0.0.1:$UP_PORT/"
@@ -594,6 +666,8 @@ declare -A URL=(
     # Issue 11: https with keep-alive, as nginx and as Gatehouse's keyed API.
     [nginx-tls]="https://127.0.0.1:$TX_PORT/"
     [tls]="https://127.0.0.1:$GT_PORT/keyed/"
+    # Issue 12: the keyed API through the gateway whose store and counters are in Redis.
+    [redis]="http://127.0.0.1:$GR_PORT/keyed/"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
@@ -623,6 +697,11 @@ if ((GT)); then
     code=$(http_code "${URL[tls]}")
     [[ $code == 401 || $code == 403 ]] || die "gatehouse tls answered $code without a key: auth is not enforced"
 fi
+if ((RD)); then
+    check_ok "gatehouse redis keyed" "${URL[redis]}" -H "Authorization: $RKEY"
+    code=$(http_code "${URL[redis]}")
+    [[ $code == 401 || $code == 403 ]] || die "gatehouse redis answered $code without a key: auth is not enforced"
+fi
 negotiated() { # negotiated PORT: the TLS version and suite an OpenSSL client gets, as wrk's would
     local out
     out=$(openssl s_client -connect "127.0.0.1:$1" -brief </dev/null 2>&1 || true)
@@ -649,6 +728,7 @@ target_pids() { # the processes whose CPU a variant is charged
         keyless|keyed|messy|policy|basic|jwths|jwtrs|real) echo "$GH_PID" ;;
         nginx-tls) echo "$TX_PID $(nginx_workers "$TX_PID")" ;;
         tls) echo "$GT_PID" ;;
+        redis) echo "$GR_PID $RD_PID" ;;   # both serve each request
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -699,6 +779,7 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     [[ $v == jwtrs ]] && args+=(-H "Authorization: Bearer $JWT_RS")
     [[ $v == real ]] && args+=(-H "Authorization: $KEY" -H "Origin: https://app.example")
     [[ $v == tls ]] && args+=(-H "Authorization: $TKEY")
+    [[ $v == redis ]] && args+=(-H "Authorization: $RKEY")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }
@@ -708,6 +789,10 @@ check_servers() {
     alive "$GH_PID" || { tail -n 30 "$GH_LOG" >&2; die "gatehouse died during the run (log above)"; }
     if ((TX)); then alive "$TX_PID" || die "nginx tls proxy died (see $NGINX_RUN/proxy-tls.err)"; fi
     if ((GT)); then alive "$GT_PID" || { tail -n 30 "$GT_LOG" >&2; die "gatehouse tls died during the run (log above)"; }; fi
+    if ((RD)); then
+        alive "$RD_PID" || { tail -n 30 "$RD_LOG" >&2; die "redis-server died during the run (log above)"; }
+        alive "$GR_PID" || { tail -n 30 "$GR_LOG" >&2; die "gatehouse redis died during the run (log above)"; }
+    fi
 }
 
 # Store commits: every durable store write bumps the number in
@@ -721,13 +806,24 @@ printf 'conns\tround\tvariant\trequests\telapsed_s\tnon2xx\tsocket_errors\tp50_u
 ALL_PIDS="$UP_PID $(nginx_workers "$UP_PID") $PX_PID $(nginx_workers "$PX_PID") $GH_PID"
 ((TX)) && ALL_PIDS+=" $TX_PID $(nginx_workers "$TX_PID")"
 ((GT)) && ALL_PIDS+=" $GT_PID"
+((RD)) && ALL_PIDS+=" $GR_PID $RD_PID"
 GH_LOG_START=$(wc -l <"$GH_LOG")
 GT_LOG_START=0
 ((GT)) && GT_LOG_START=$(wc -l <"$GT_LOG")
+GR_LOG_START=0
+((RD)) && GR_LOG_START=$(wc -l <"$GR_LOG")
+# Issue 12: every answer wrk counted from the redis variant (warm-ups
+# included; +1 for the check above), to set beside its quota counter in Redis.
+REDIS_REQUESTS=1
+REDIS_RUN_REQUESTS=0 REDIS_RUN_TICKS=0 REDIS_RUN_RD_TICKS=0   # its measured runs, for the CPU split
+wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 for c in $CONNS; do
     if ((WARMUP)); then
         log "c=$c: warm-up ${WARMUP} s per variant"
-        for v in "${VARIANTS[@]}"; do run_wrk "$v" "$c" "$WARMUP" "$RUN/warmup.txt"; done
+        for v in "${VARIANTS[@]}"; do
+            run_wrk "$v" "$c" "$WARMUP" "$RUN/warmup.txt"
+            [[ $v == redis ]] && REDIS_REQUESTS=$((REDIS_REQUESTS + $(wrk_requests "$RUN/warmup.txt")))
+        done
     fi
     for ((r = 1; r <= ROUNDS; r++)); do
         order=()
@@ -743,7 +839,9 @@ for c in $CONNS; do
             child_ms
             w0=$CHILD_MS
             s0=$(store_seq)
+            [[ $v == redis ]] && r0=$(ticks "$RD_PID")
             run_wrk "$v" "$c" "$DUR" "$out"
+            [[ $v == redis ]] && REDIS_RUN_RD_TICKS=$((REDIS_RUN_RD_TICKS + $(ticks "$RD_PID") - r0))
             if [[ $v == keyed ]]; then
                 KEYED_COMMITS=$((KEYED_COMMITS + $(store_seq) - s0))
                 KEYED_REQUESTS=$((KEYED_REQUESTS + $(awk '/requests in/ {print $1}' "$out")))
@@ -756,6 +854,11 @@ for c in $CONNS; do
             ((other < 0)) && other=0
             parsed=$(python3 "$HERE/report.py" parse "$out") || die "cannot parse $out"
             printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$r" "$v" "$parsed" "$((t1 - t0))" "$other" >>"$RESULTS"
+            if [[ $v == redis ]]; then
+                REDIS_REQUESTS=$((REDIS_REQUESTS + $(wrk_requests "$out")))
+                REDIS_RUN_REQUESTS=$((REDIS_RUN_REQUESTS + $(wrk_requests "$out")))
+                REDIS_RUN_TICKS=$((REDIS_RUN_TICKS + t1 - t0))
+            fi
         done
     done
 done
@@ -783,13 +886,19 @@ if ((TX || GT)); then
     ((TX)) && echo "          nginx tls proxy $TX_CONF on $TX_PORT: TLSv1.2-1.3, nginx defaults otherwise; $TX_NEGOTIATED"
     ((GT)) && echo "          gatehouse tls on $GT_PORT: use_ssl, own store, 1 key (as keyed); $GT_NEGOTIATED"
 fi
+if ((RD)); then
+    echo "redis   : redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on $RD_PORT (--save \"\" --appendonly no), on cpu $SERVER_CPU with the servers;"
+    echo "          gatehouse redis on $GR_PORT: storage.type redis (sessions, quota and rate limit counted"
+    echo "          in Redis on every request), 1 key (as keyed); its keyed requests run on worker threads."
+    echo "          gatehouse redis's CPU us/req = gatehouse redis + redis-server: both serve every request"
+fi
 echo "runs    : ${DUR} s each, $ROUNDS round(s), variant order rotated every round, ${WARMUP} s warm-up"
 echo "columns : ok req/s = 2xx/3xx responses per second (wrk's total minus 'Non-2xx or 3xx');"
 echo "          spread = (max-min)/median of ok req/s over rounds; CPU us/req = utime+stime"
 echo "          of the server under test (direct: the upstream nginx, master+worker) / requests;"
 echo "          errors = non-2xx/3xx responses + socket errors, summed over rounds;"
-nservers=$((3 + TX + GT))
-nservers=$(sed -n "${nservers}p" <<<$'one\ntwo\nthree\nfour\nfive')
+nservers=$((3 + TX + GT + 2 * RD))
+nservers=$(sed -n "${nservers}p" <<<$'one\ntwo\nthree\nfour\nfive\nsix\nseven')
 echo "          other CPU = CPU used by anything but wrk and the $nservers servers during"
 echo "          the run, in % of one cpu (median; > 10% means a disturbed measurement)"
 python3 "$HERE/report.py" table "$RESULTS" "$CLK_TCK"
@@ -803,10 +912,27 @@ if ((TX)); then
     echo "  nginx tls proxy : worker $(mib "$tx_worker_hwm"), master $(mib "$(hwm_kib "$TX_PID")")"
 fi
 ((GT)) && echo "  gatehouse tls   : $(mib "$(hwm_kib "$GT_PID")") with 1 key in the store"
+if ((RD)); then
+    echo "  gatehouse redis : $(mib "$(hwm_kib "$GR_PID")") (its 1 key is in redis-server)"
+    echo "  redis-server    : $(mib "$(hwm_kib "$RD_PID")") (used_memory $(redis-cli -p "$RD_PORT" INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p'))"
+fi
 
 echo
 echo "store writes during the keyed runs: $KEYED_COMMITS durable commit(s) for $KEYED_REQUESTS requests in $KEYED_SECONDS s"
 echo "  (quota counters are persisted in one batch per quota_persist_interval, 1 s; none per request)"
+if ((RD)); then
+    # Issue 12: proof that the redis variant's counters went to Redis.
+    qname=quota-$RKEY_HASH
+    [[ -n $RKEY_HASH ]] || qname=$(redis-cli -p "$RD_PORT" --scan --pattern 'quota-*' | head -n1)
+    echo
+    echo "redis-server after the runs: redis-cli -p $RD_PORT DBSIZE = $(redis-cli -p "$RD_PORT" DBSIZE)" \
+        "($(redis-cli -p "$RD_PORT" --scan | sed -E 's/[^-]+$//' | sort | uniq -c | awk '{printf "%s%s*: %s", (NR > 1 ? ", " : ""), $2, $1}'))"
+    echo "  $qname = $(redis-cli -p "$RD_PORT" GET "$qname") used; wrk counted $REDIS_REQUESTS answers from the redis"
+    echo "  variant (warm-ups and the check included; requests cut off when wrk stops may count too)"
+    awk -v all="$REDIS_RUN_TICKS" -v rd="$REDIS_RUN_RD_TICKS" -v n="$REDIS_RUN_REQUESTS" -v hz="$CLK_TCK" 'BEGIN {
+        if (n > 0) printf "  redis variant CPU us/req, all measured runs: %.2f in gatehouse redis + %.2f in redis-server\n",
+            (all - rd) * 1e6 / hz / n, rd * 1e6 / hz / n }'
+fi
 
 # Anything Gatehouse logged at WARN or ERROR, at start-up or under load.
 for f in "$RUN"/gatehouse.*.log; do
@@ -814,6 +940,7 @@ for f in "$RUN"/gatehouse.*.log; do
     start=0
     [[ $f == "$GH_LOG" ]] && start=$GH_LOG_START
     [[ $f == "${GT_LOG:-}" ]] && start=$GT_LOG_START
+    [[ $f == "${GR_LOG:-}" ]] && start=$GR_LOG_START
     during=$( ((start)) && tail -n +"$((start + 1))" "$f" | grep -cE '^\[[^]]* (WARN|ERROR) ' || true)
     if [[ -n $problems ]]; then
         echo
@@ -828,3 +955,13 @@ for f in "$NGINX_RUN"/upstream.err "$NGINX_RUN"/proxy.err "$NGINX_RUN"/proxy-tls
         grep -v '\[notice\]' "$f" | head -n 10 | sed 's/^/  /'
     fi
 done
+# redis-server logs its start-up at warning level (' # ') too: only real
+# warnings and errors, less the overcommit advice (nothing is ever saved here).
+if ((RD)); then
+    problems=$(grep ' # ' "$RD_LOG" 2>/dev/null | grep -Ei 'warning|error|fail' | grep -v 'Memory overcommit' || true)
+    if [[ -n $problems ]]; then
+        echo
+        echo "redis.log has $(wc -l <<<"$problems") warning(s); first 10:"
+        head -n 10 <<<"$problems" | cut -c1-200 | sed 's/^/  /'
+    fi
+fi
