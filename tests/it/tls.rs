@@ -360,3 +360,57 @@ fn a_websocket_round_trips_over_the_tls_listener() {
     }
     ws.close(None).unwrap();
 }
+
+/// A WebSocket echo server behind TLS (`wss://`): every text comes back
+/// prefixed with `echo: `. Returns its port.
+fn wss_echo(leaf: &crate::support::tls::Leaf) -> u16 {
+    let config = leaf.server_config();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let stream = rustls::StreamOwned::new(conn, sock);
+                if let Ok(mut ws) = tungstenite::accept(stream) {
+                    crate::websocket::echo(&mut ws);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_websocket_to_a_wss_upstream_round_trips() {
+    use tungstenite::{Message, client::IntoClientRequest};
+    let ca = Ca::new("upstream CA");
+    let port = wss_echo(&ca.leaf(&["localhost"]));
+    let target = format!("https://localhost:{port}/");
+    let gw = Gateway::builder()
+        .file("upstream-ca.pem", ca.pem.clone())
+        .env("SSL_CERT_FILE", "upstream-ca.pem")
+        .app("ws", https_api("ws", &target, json!({})))
+        .start();
+    let req = format!("ws://127.0.0.1:{}/ws/chat", gw.port())
+        .into_client_request()
+        .unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, res) = tungstenite::client(req, stream).expect("handshake through the gateway");
+    assert_eq!(res.status(), 101);
+    let big = "y".repeat(100_000);
+    for text in ["hello", big.as_str(), "bye"] {
+        ws.send(Message::text(text)).unwrap();
+        match ws.read().unwrap() {
+            Message::Text(t) => assert_eq!(t.as_str(), format!("echo: {text}")),
+            other => panic!("got {other:?}"),
+        }
+    }
+    ws.close(None).unwrap();
+}

@@ -23,23 +23,27 @@ pub(crate) fn echo_server() -> u16 {
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             thread::spawn(move || {
-                let Ok(mut ws) = tungstenite::accept(stream) else {
-                    return;
-                };
-                while let Ok(msg) = ws.read() {
-                    let answer = match msg {
-                        Message::Text(t) => Message::text(format!("echo: {t}")),
-                        Message::Close(_) => return,
-                        _ => continue,
-                    };
-                    if ws.send(answer).is_err() {
-                        return;
-                    }
+                if let Ok(mut ws) = tungstenite::accept(stream) {
+                    echo(&mut ws);
                 }
             });
         }
     });
     port
+}
+
+/// Answers every text message with `echo: ` and the text, until close.
+pub(crate) fn echo<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) {
+    while let Ok(msg) = ws.read() {
+        let answer = match msg {
+            Message::Text(t) => Message::text(format!("echo: {t}")),
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        if ws.send(answer).is_err() {
+            return;
+        }
+    }
 }
 
 fn ws_api(port: u16) -> serde_json::Value {

@@ -28,6 +28,23 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// A rustls server configuration serving this certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(self.key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
     /// Key and certificate in one file, as `ssl_certificates` takes.
     pub fn combined(&self) -> String {
         format!("{}{}", self.key, self.cert)
@@ -197,19 +214,7 @@ impl TlsUpstream {
         answer: impl Fn(&str, &str, &str) -> (u16, String) + Send + Sync + 'static,
     ) -> TlsUpstream {
         let answer: Answer = Arc::new(answer);
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        let config = Arc::new(config);
+        let config = leaf.server_config();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
