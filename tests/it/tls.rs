@@ -414,3 +414,34 @@ fn a_websocket_to_a_wss_upstream_round_trips() {
     }
     ws.close(None).unwrap();
 }
+
+#[test]
+fn pipelined_requests_in_one_tls_record_are_all_answered() {
+    let up = Upstream::start();
+    let s = site(
+        json!({}),
+        &[("open", keyless_api("open", "/open/", &up.url("/")))],
+    );
+    let mut c = TlsClient::connect(s.gw.port(), "a.test", client(&s.ca, None)).unwrap();
+    // Three requests in one write (one record): the gateway must answer all
+    // three though the socket has nothing more to say after the first read.
+    let three: String = (0..3)
+        .map(|i| format!("GET /open/{i} HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        .collect();
+    c.stream.write_all(three.as_bytes()).unwrap();
+    c.stream.flush().unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.windows(15).filter(|w| *w == b"HTTP/1.1 200 OK").count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = c.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(up.hits(), 3);
+}
