@@ -237,10 +237,13 @@ impl WaitingRoom {
     }
 
     /// Registers a connection and serves whatever it has buffered.
-    fn wait(&mut self, conn: Conn) {
+    fn wait(&mut self, mut conn: Conn) {
         let token = self.token();
         let fd = conn.wire.stream.as_raw_fd();
         let interest = Interest::READABLE | Interest::WRITABLE;
+        // Bytes a TLS session already decrypted (a worker handed the
+        // connection back mid-pipeline) will bring no readable event.
+        let decrypted = conn.wire.stream.has_plaintext();
         if self
             .poll
             .registry()
@@ -248,6 +251,9 @@ impl WaitingRoom {
             .is_ok()
         {
             self.conns.insert(token, conn);
+            if decrypted && !self.read_client(token, false) {
+                return;
+            }
             self.try_serve(token);
         }
     }
