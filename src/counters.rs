@@ -85,9 +85,17 @@ impl Counters for Local {
         rate: Rate,
         now_ms: u64,
     ) -> Result<Option<Decision>, Error> {
-        Ok(self
-            .rate
-            .check(&format!("{bucket}:{generation}"), rate, now_ms))
+        // The bucket named with its generation, built in a reused buffer:
+        // no allocation per request.
+        thread_local!(static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+        Ok(NAME.with(|name| {
+            let mut name = name.borrow_mut();
+            name.clear();
+            name.push_str(bucket);
+            name.push(':');
+            name.push_str(generation);
+            self.rate.check(&name, rate, now_ms)
+        }))
     }
 
     fn upkeep(&self, now_ms: u64) {

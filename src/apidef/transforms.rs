@@ -161,7 +161,8 @@ pub struct Transforms {
 /// An endpoint's API-wide rate.
 #[derive(Clone, Debug)]
 pub struct EndpointRate {
-    /// Names the entry's bucket (method and path as written).
+    /// Names the entry's bucket: Tyk's `murmur32("METHOD:path")`, hex,
+    /// worked out at load.
     pub bucket: String,
     pub rate: f64,
     pub per: f64,
@@ -295,7 +296,10 @@ impl Transforms {
         // Tyk skips an entry whose rate or period is not positive.
         t.rate_limits = entries(&at, m, "rate_limit", &e.rate_limit, |_, r| {
             Ok((r.rate > 0.0 && r.per > 0.0).then(|| EndpointRate {
-                bucket: format!("{}:{}", r.method, r.path),
+                bucket: crate::keyid::hash_with(
+                    crate::keyid::HashAlg::Murmur32,
+                    format!("{}:{}", r.method, r.path).as_bytes(),
+                ),
                 rate: r.rate,
                 per: r.per,
             }))

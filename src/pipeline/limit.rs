@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
 use crate::gateway::unix_now_ms as now_ms;
-use crate::keyid::{self, HashAlg};
+use crate::keyid;
 use crate::metrics::Flag;
 use crate::quota::{counter_name, scope_for};
 use crate::ratelimit::{Decision, Rate};
@@ -52,21 +52,21 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
 }
 
 fn check_rate(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
-    let s = x.session.as_ref().expect("checked by caller");
+    let s = x.session.clone().expect("checked by caller");
     let scope = if scope.is_empty() {
         String::new()
     } else {
         format!("{scope}-")
     };
     let bucket = format!("rate-limit-{scope}{}", x.stored_id);
-    let generation = s.last_updated.clone();
+    let generation = s.last_updated.as_str();
     let rate = Rate {
         rate: limit.rate,
         per: limit.per,
     };
     let mut retries = limit.throttle_retry_limit.max(0);
     loop {
-        let d = match x.gw.counters.rate(&bucket, &generation, rate, now_ms()) {
+        let d = match x.gw.counters.rate(&bucket, generation, rate, now_ms()) {
             Ok(Some(d)) => d,
             Ok(None) => return Flow::Continue,
             Err(e) => return counters_down(x, &e),
@@ -178,12 +178,6 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
     if def.disable_rate_limit {
         return Flow::Continue;
     }
-    let limited = !def.global_rate_limit.disabled && def.global_rate_limit.rate > 0.0
-        || x.rules
-            .is_some_and(|r| !r.transforms.rate_limits.is_empty());
-    if limited && x.nonblocking && x.gw.counters.remote() {
-        return Flow::Defer;
-    }
     // An endpoint with its own limit counts in its own bucket instead of
     // the API's (Tyk's RateLimitForAPI).
     let endpoint = x
@@ -194,8 +188,7 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
             let e = r
                 .transforms
                 .rate_limit_for(&x.req.method, &forms.candidates(false))?;
-            let ep = keyid::hash_with(HashAlg::Murmur32, e.bucket.as_bytes());
-            let bucket = api_limiter(x, &format!("-{ep}"));
+            let bucket = api_limiter(x, &format!("-{}", e.bucket));
             Some((
                 bucket,
                 Rate {
@@ -216,6 +209,10 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
             },
         ),
     };
+    // Shared counters wait on the network: never on the event loop.
+    if x.nonblocking && x.gw.counters.remote() {
+        return Flow::Defer;
+    }
     match x.gw.counters.rate(&bucket, "", rate, now_ms()) {
         Ok(Some(d)) if !d.allowed => flagged(x.reject(429, "API Rate Limit Exceeded"), Flag::Rlt),
         Ok(_) => Flow::Continue,

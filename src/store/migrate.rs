@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::{Redis, RedisOptions, SledStore, Store, glob_escape};
+use super::{Redis, SledStore, Store, glob_escape};
 use crate::error::Error;
 use crate::gateway::unix_now;
 use crate::quota;
@@ -54,38 +54,13 @@ impl Progress {
 
 /// A client for `url` (`redis://[user:password@]host:port[/db]`).
 pub fn redis_at(url: &str) -> Result<Redis, Error> {
-    let bad = |why: &str| Error::Store {
-        path: url.into(),
-        message: why.to_string(),
-    };
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| bad("not a redis:// URL"))?;
-    let (auth, rest) = match rest.rsplit_once('@') {
-        Some((a, r)) => (Some(a), r),
-        None => (None, rest),
-    };
-    let (addr, db) = rest.split_once('/').unwrap_or((rest, ""));
-    let (username, password) = match auth.map(|a| a.split_once(':').unwrap_or(("", a))) {
-        Some((u, p)) => (u.to_string(), p.to_string()),
-        None => (String::new(), String::new()),
-    };
-    let database = match db {
-        "" => 0,
-        d => d.parse().map_err(|_| bad("the database is not a number"))?,
-    };
-    Redis::new(&RedisOptions {
-        addr: if addr.contains(':') {
-            addr.to_string()
-        } else {
-            format!("{addr}:6379")
-        },
-        username,
-        password,
-        database,
-        timeout: Duration::from_secs(10),
-        tls: None,
-    })
+    if !url.starts_with("redis://") {
+        return Err(Error::Store {
+            path: url.into(),
+            message: "not a redis:// URL".into(),
+        });
+    }
+    Redis::from_url(url, Duration::from_secs(10))
 }
 
 /// Every key of `redis` starting with `prefix`.

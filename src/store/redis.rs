@@ -118,15 +118,29 @@ impl Redis {
             _ => redis::Client::open(info),
         }
         .map_err(|e| store_error(e.to_string()))?;
-        Ok(Redis {
+        Ok(Redis::with_client(client, o.timeout))
+    }
+
+    /// A client for `url` as the redis crate reads it
+    /// (`redis://[user:password@]host:port[/db]`).
+    pub fn from_url(url: &str, timeout: Duration) -> Result<Redis, Error> {
+        let client = redis::Client::open(url).map_err(|e| Error::Store {
+            path: url.into(),
+            message: e.to_string(),
+        })?;
+        Ok(Redis::with_client(client, timeout))
+    }
+
+    fn with_client(client: redis::Client, timeout: Duration) -> Redis {
+        Redis {
+            addr: client.get_connection_info().addr().to_string(),
             client,
-            addr: o.addr.clone(),
-            timeout: o.timeout,
+            timeout,
             idle: Mutex::new(Vec::new()),
             failing: AtomicBool::new(false),
             retry_at: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
-        })
+        }
     }
 
     fn error(&self, message: impl std::fmt::Display) -> Error {

@@ -128,66 +128,16 @@ fn a_quota_is_exact_across_nodes_under_64_clients() {
     }
 }
 
-/// murmur64 of a key id, as Tyk hashes keys whose `h` says murmur64: the
-/// suffix of their `apikey-` and `quota-` keys in Redis.
+/// The stored id of a key whose `h` says murmur64 (Tyk's HashStr): the
+/// suffix of its `apikey-` and `quota-` keys in Redis.
 fn gatehouse_murmur64(key: &str) -> String {
-    // MurmurHash3 x64_128, h1 big-endian (REDIS.md §2).
-    let bytes = key.as_bytes();
-    let (c1, c2) = (0x87c3_7b91_1142_53d5_u64, 0x4cf5_ad43_2745_937f_u64);
-    let (mut h1, mut h2) = (0u64, 0u64);
-    let blocks = bytes.len() / 16;
-    for i in 0..blocks {
-        let k1 = u64::from_le_bytes(bytes[i * 16..i * 16 + 8].try_into().unwrap());
-        let k2 = u64::from_le_bytes(bytes[i * 16 + 8..i * 16 + 16].try_into().unwrap());
-        h1 ^= k1.wrapping_mul(c1).rotate_left(31).wrapping_mul(c2);
-        h1 = h1
-            .rotate_left(27)
-            .wrapping_add(h2)
-            .wrapping_mul(5)
-            .wrapping_add(0x52dc_e729);
-        h2 ^= k2.wrapping_mul(c2).rotate_left(33).wrapping_mul(c1);
-        h2 = h2
-            .rotate_left(31)
-            .wrapping_add(h1)
-            .wrapping_mul(5)
-            .wrapping_add(0x3849_5ab5);
-    }
-    let tail = &bytes[blocks * 16..];
-    let (mut k1, mut k2) = (0u64, 0u64);
-    for (i, b) in tail.iter().enumerate() {
-        if i < 8 {
-            k1 |= u64::from(*b) << (8 * i);
-        } else {
-            k2 |= u64::from(*b) << (8 * (i - 8));
-        }
-    }
-    if tail.len() > 8 {
-        h2 ^= k2.wrapping_mul(c2).rotate_left(33).wrapping_mul(c1);
-    }
-    if !tail.is_empty() {
-        h1 ^= k1.wrapping_mul(c1).rotate_left(31).wrapping_mul(c2);
-    }
-    let len = bytes.len() as u64;
-    h1 ^= len;
-    h2 ^= len;
-    h1 = h1.wrapping_add(h2);
-    h2 = h2.wrapping_add(h1);
-    let fmix = |mut k: u64| {
-        k ^= k >> 33;
-        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        k ^= k >> 33;
-        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        k ^ (k >> 33)
-    };
-    h1 = fmix(h1);
-    h2 = fmix(h2);
-    h1 = h1.wrapping_add(h2);
-    format!("{h1:016x}")
+    gatehouse::keyid::hash_str(key)
 }
 
 #[test]
 fn murmur64_matches_redis_md() {
-    assert_eq!(gatehouse_murmur64("hello"), "cbd8a7b341bd9b02");
+    use gatehouse::keyid::{HashAlg, hash_with};
+    assert_eq!(hash_with(HashAlg::Murmur64, b"hello"), "cbd8a7b341bd9b02");
     assert_eq!(
         gatehouse_murmur64("eyJvcmciOiJkZWZhdWx0IiwiaWQiOiJhYmMxMjMiLCJoIjoibXVybXVyNjQifQ=="),
         "bc02d26e1f31f86b"
