@@ -114,6 +114,10 @@ struct JsonGateway {
 
 impl JsonGateway {
     fn start(conf: Value, apps: &[(&str, Value)]) -> JsonGateway {
+        JsonGateway::start_env(conf, apps, &[])
+    }
+
+    fn start_env(conf: Value, apps: &[(&str, Value)], env: &[(&str, &str)]) -> JsonGateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("apps")).unwrap();
         for (name, def) in apps {
@@ -126,6 +130,7 @@ impl JsonGateway {
             .arg("--conf")
             .arg(&conf_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -296,5 +301,28 @@ impl Drop for Reap {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn tyk_gw_logformat_json_makes_every_line_json_without_the_file_saying_so() {
+    let up = Upstream::start();
+    let gw = JsonGateway::start_env(
+        json!({"access_logs": {"enabled": true}}),
+        &[("open", keyless_api("open", "/open/", &up.url("/")))],
+        &[("TYK_GW_LOGFORMAT", "json")],
+    );
+    assert_eq!(request(gw.port, "GET", "/open/e", &[], None).status, 200);
+    assert!(
+        eventually(
+            || gw.lines().iter().any(|l| l.contains("\"access-log\"")),
+            WAIT
+        ),
+        "{:#?}",
+        gw.lines()
+    );
+    for line in gw.lines() {
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("message").is_some(), "{line}");
     }
 }
