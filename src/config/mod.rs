@@ -171,6 +171,8 @@ pub struct RawListen {
 #[serde(default)]
 pub struct RawServer {
     pub workers: i64,
+    /// Event loops serving the fast path (0 = one per available core).
+    pub event_loops: i64,
     pub max_connections: i64,
     pub max_request_line: i64,
     pub max_header_line: i64,
@@ -210,6 +212,8 @@ pub enum RateLimitHeaders {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub workers: usize,
+    /// Event loops, each with its own connections and upstream pool.
+    pub event_loops: usize,
     /// 0 = derive from the fd limit at start.
     pub max_connections: usize,
     pub limits: Limits,
@@ -405,6 +409,12 @@ fn non_negative(file: &Path, field: &str, value: i64, default: u64) -> Result<u6
 }
 
 /// A setting that must be >= 0 and at most `max`; 0 means `default`.
+/// The cores this process may run on (its CPU affinity, so a pinned
+/// gateway counts only its own).
+fn available_cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
 fn bounded(file: &Path, field: &str, value: i64, default: u64, max: u64) -> Result<u64, Error> {
     let n = non_negative(file, field, value, default)?;
     if n > max {
@@ -845,6 +855,7 @@ impl RawConfig {
         let opts = &self.http_server_options;
         Ok(ServerConfig {
             workers: size("workers", g.workers, 32, 4096)?,
+            event_loops: size("event_loops", g.event_loops, available_cores(), 1024)?,
             max_connections: size("max_connections", g.max_connections, 0, 10_000_000)?,
             limits,
             head_timeout: timeout(file, "gatehouse.head_timeout_secs", g.head_timeout_secs, 10)?,

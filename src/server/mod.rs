@@ -1,8 +1,8 @@
 //! Listeners, the event loop (the "waiting room") and the worker pool;
 //! sockets end here.
 //!
-//! The waiting room (`room`, one thread, mio) accepts connections and holds
-//! every connection that is idle or still sending its head. When a whole
+//! The waiting rooms (`room`, mio; `event_loops` of them, each on its own
+//! thread) accept connections and hold every connection that is idle or still sending its head. When a whole
 //! head is buffered it asks the listener's handler to `prepare` it without
 //! blocking: a body-less request to an API whose stages need no store read
 //! and whose upstream is an IP address is answered right there, its
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{error, info, warn};
 use mio::{Poll, Token, Waker};
 
 use crate::config::ServerConfig;
@@ -140,6 +140,16 @@ impl Listener {
         self
     }
 
+    /// The same listening socket for another event loop: every loop
+    /// accepts on it.
+    fn share(&self) -> io::Result<Listener> {
+        Ok(Listener {
+            socket: self.socket.try_clone()?,
+            handler: self.handler.clone(),
+            tls: self.tls.clone(),
+        })
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.socket
             .local_addr()
@@ -152,6 +162,8 @@ pub(crate) struct Conn {
     wire: Wire<Stream>,
     peer: SocketAddr,
     listener: usize,
+    /// The event loop that owns it (it goes back there from a worker).
+    room: usize,
     /// When it last became idle (accepted, or handed back).
     idle_since: Instant,
     /// When the first byte of the current head arrived.
@@ -187,12 +199,44 @@ struct Shared {
     queued: AtomicUsize,
     /// Workers waiting for a connection.
     idle: AtomicUsize,
-    back: Sender<Conn>,
-    waker: Waker,
+    /// Each event loop's inbox, by index.
+    rooms: Vec<RoomLink>,
+    /// Which loop takes the next accepted connection (round robin).
+    next_room: AtomicUsize,
     /// Upgraded connections (WebSockets), each on its own thread.
     tunnels: tunnel::Tunnels,
     /// Every answered request is counted here (`Metrics::finish`).
     metrics: Arc<Metrics>,
+}
+
+/// How connections reach an event loop from another thread.
+struct RoomLink {
+    inbox: Sender<Inbound>,
+    waker: Waker,
+}
+
+/// A connection arriving at an event loop from another thread.
+pub(crate) enum Inbound {
+    /// Handed back by a worker after a request.
+    Back(Conn),
+    /// Just accepted by another loop, assigned to this one.
+    New(Conn),
+}
+
+impl Shared {
+    /// Puts `conn` in its loop's inbox and wakes the loop; false (the
+    /// connection dropped, so closed) when the loop is gone.
+    fn send_to_room(&self, inbound: Inbound) -> bool {
+        let room = match &inbound {
+            Inbound::Back(c) | Inbound::New(c) => c.room,
+        };
+        let link = &self.rooms[room];
+        if link.inbox.send(inbound).is_err() {
+            return false;
+        }
+        let _ = link.waker.wake();
+        true
+    }
 }
 
 /// Runs until `shutdown` is set, then drains in-flight requests (at most
@@ -203,14 +247,23 @@ pub fn serve(
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> io::Result<()> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
     let max_open = connection_cap(cfg.max_connections);
+    let loops = cfg.event_loops.max(1);
     info!(
-        "server: {} workers, at most {max_open} connections",
+        "server: {loops} event loops, {} workers, at most {max_open} connections",
         cfg.workers
     );
-    let (back_tx, back_rx) = crossbeam_channel::unbounded();
+    let mut polls = Vec::with_capacity(loops);
+    let mut links = Vec::with_capacity(loops);
+    let mut inboxes = Vec::with_capacity(loops);
+    for _ in 0..loops {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (inbox, rx) = crossbeam_channel::unbounded();
+        polls.push(poll);
+        links.push(RoomLink { inbox, waker });
+        inboxes.push(rx);
+    }
     let shared = Arc::new(Shared {
         handlers: listeners.iter().map(|l| l.handler.clone()).collect(),
         tls: listeners.iter().map(|l| l.tls.clone()).collect(),
@@ -220,8 +273,8 @@ pub fn serve(
         busy: AtomicUsize::new(0),
         queued: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
-        back: back_tx,
-        waker,
+        rooms: links,
+        next_room: AtomicUsize::new(0),
         tunnels: tunnel::Tunnels::default(),
         metrics,
     });
@@ -234,9 +287,53 @@ pub fn serve(
                 .spawn(move || worker::worker(&shared, &jobs))
         })
         .collect::<Result<_, _>>()?;
-    let mut room = WaitingRoom::new(poll, listeners, shared.clone(), job_tx, back_rx, max_open);
-    room.run()?;
+    // Loop 0 runs on this thread with the listeners as bound; the others
+    // on their own threads, each with its own handle of the same sockets.
+    let mut sets = vec![listeners];
+    for _ in 1..loops {
+        sets.push(
+            sets[0]
+                .iter()
+                .map(Listener::share)
+                .collect::<io::Result<_>>()?,
+        );
+    }
+    let mut others = Vec::with_capacity(loops - 1);
+    let mut first = None;
+    for (i, ((poll, inbox), own)) in polls.into_iter().zip(inboxes).zip(sets).enumerate() {
+        let room = WaitingRoom::new(
+            i,
+            poll,
+            own,
+            shared.clone(),
+            job_tx.clone(),
+            inbox,
+            max_open,
+        );
+        if i == 0 {
+            first = Some(room);
+            continue;
+        }
+        let handle = thread::Builder::new()
+            .name(format!("loop-{i}"))
+            .spawn(move || {
+                let mut room = room;
+                if let Err(e) = room.run() {
+                    error!("server: event loop {i} failed: {e}");
+                }
+            })?;
+        others.push(handle);
+    }
+    drop(job_tx);
+    let mut room = first.expect("at least one event loop");
+    let result = room.run();
     drop(room);
+    if result.is_err() {
+        shared.shutdown.store(true, Ordering::SeqCst);
+    }
+    for handle in others {
+        handle.join().ok();
+    }
     let deadline = Instant::now() + GRACE;
     while shared.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
@@ -248,7 +345,7 @@ pub fn serve(
             w.join().ok();
         }
     }
-    Ok(())
+    result
 }
 
 /// The connection cap: configured, or half the fd limit (raised first).

@@ -99,9 +99,7 @@ fn hand_back(shared: &Shared, conn: Conn) {
     if shared.shutdown.load(Ordering::SeqCst) || conn.wire.stream.set_nonblocking(true).is_err() {
         return;
     }
-    if shared.back.send(conn).is_ok() {
-        let _ = shared.waker.wake();
-    }
+    shared.send_to_room(super::Inbound::Back(conn));
 }
 
 /// Serves the buffered request(s) of a connection. Returns it when it may

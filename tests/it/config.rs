@@ -401,3 +401,17 @@ fn corrupt_store_refuses_to_start_never_empty() {
         }
     }
 }
+
+#[test]
+fn event_loops_out_of_range_exits_2_naming_the_field() {
+    for bad in [json!(-1), json!(1025), json!("two")] {
+        let err = Gateway::builder()
+            .conf(json!({"gatehouse": {"event_loops": bad}}))
+            .try_start()
+            .map(|_| ())
+            .expect_err("gateway started with a bad event_loops");
+        assert_eq!(err.code(), Some(2), "{err:?}");
+        let line = err.error_line().unwrap_or_default();
+        assert!(line.contains("event_loops"), "{bad}: {line}");
+    }
+}

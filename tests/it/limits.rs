@@ -345,3 +345,19 @@ fn throttling_retries_a_rate_limited_request() {
         "the second request waited for a window"
     );
 }
+
+/// Issue 13: every event loop counts into the same limits. `request` opens
+/// a connection per request, and connections are dealt round robin, so
+/// each key's requests arrive on all four loops at once.
+#[test]
+fn quota_and_rate_stay_exact_over_four_event_loops() {
+    let up = Upstream::start();
+    let gw = gateway(json!({"gatehouse": {"event_loops": 4}}), &up);
+    assert!(gw.logs_contain("4 event loops"), "{:?}", gw.logs());
+    for _ in 0..2 {
+        let key = gw.create_key(session(1_000_000.0, 1.0, 50));
+        assert_eq!(hammer(&gw, &key, 64, 2), (50, 78), "quota");
+        let key = gw.create_key(session(40.0, 600.0, -1));
+        assert_eq!(hammer(&gw, &key, 64, 2), (40, 88), "rate");
+    }
+}

@@ -1,9 +1,15 @@
-//! The waiting room: one mio event loop that accepts connections, holds
+//! The waiting room: a mio event loop that accepts connections, holds
 //! idle ones and those still sending a head, and answers the fast path
 //! itself - a body-less request that the handler can `prepare` without
 //! blocking, and whose upstream exchange (an IP target, an in-memory
 //! response) the loop drives with non-blocking sockets. Anything else goes
 //! to a worker as a `Job`. Nothing here blocks.
+//!
+//! There is one room per `event_loops`, each on its own thread with its
+//! own connections and upstream pool. Every room accepts on the same
+//! listening sockets and deals what it accepts round robin, so keep-alive
+//! connections spread evenly; a connection stays with its room for life
+//! (a worker hands it back there).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -33,9 +39,11 @@ use relay::Up;
 const MAX_FAST_BODY: usize = 16 * 1024;
 
 use super::worker::encode_whole;
-use super::{Conn, ConnCount, GRACE, Job, Listener, Meta, Shared, TICK, WAKER};
+use super::{Conn, ConnCount, GRACE, Inbound, Job, Listener, Meta, Shared, TICK, WAKER};
 
 pub(super) struct WaitingRoom {
+    /// This room's index in `Shared::rooms`.
+    index: usize,
     poll: Poll,
     listeners: Vec<Listener>,
     conns: HashMap<Token, Conn>,
@@ -45,21 +53,23 @@ pub(super) struct WaitingRoom {
     next_token: usize,
     shared: Arc<Shared>,
     jobs: Sender<Job>,
-    back: Receiver<Conn>,
+    back: Receiver<Inbound>,
     max_open: usize,
     accept_paused_until: Option<Instant>,
 }
 
 impl WaitingRoom {
     pub(super) fn new(
+        index: usize,
         poll: Poll,
         listeners: Vec<Listener>,
         shared: Arc<Shared>,
         jobs: Sender<Job>,
-        back: Receiver<Conn>,
+        back: Receiver<Inbound>,
         max_open: usize,
     ) -> WaitingRoom {
         WaitingRoom {
+            index,
             next_token: listeners.len(),
             poll,
             listeners,
@@ -222,10 +232,15 @@ impl WaitingRoom {
                 }
             },
         };
+        let room = match self.shared.rooms.len() {
+            1 => 0,
+            n => self.shared.next_room.fetch_add(1, Ordering::Relaxed) % n,
+        };
         let conn = Conn {
             wire: Wire::new(stream),
             peer,
             listener,
+            room,
             idle_since: now,
             head_started,
             pending: Vec::new(),
@@ -233,7 +248,11 @@ impl WaitingRoom {
             busy: false,
             _count: count,
         };
-        self.wait(conn);
+        if room == self.index {
+            self.wait(conn);
+        } else {
+            self.shared.send_to_room(Inbound::New(conn));
+        }
     }
 
     /// Registers a connection and serves whatever it has buffered.
@@ -276,7 +295,14 @@ impl WaitingRoom {
     }
 
     fn take_back(&mut self) {
-        while let Ok(mut conn) = self.back.try_recv() {
+        while let Ok(inbound) = self.back.try_recv() {
+            let mut conn = match inbound {
+                Inbound::New(conn) => {
+                    self.wait(conn);
+                    continue;
+                }
+                Inbound::Back(conn) => conn,
+            };
             let now = Instant::now();
             conn.idle_since = now;
             // A partial head read while lingering is a head in progress.
