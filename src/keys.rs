@@ -58,7 +58,28 @@ pub struct Candidate {
 /// them decodes the token and hashes it, too much to repeat per request.
 /// They depend only on the configuration, fixed for the process.
 pub struct KeyIds {
-    cache: Cache<String, Arc<[Candidate]>>,
+    cache: Cache<IdKey, Arc<[Candidate]>>,
+}
+
+/// A cache key: (org, key id).
+#[derive(Hash, PartialEq, Eq)]
+struct IdKey {
+    org: String,
+    id: String,
+}
+
+/// An `IdKey` made of borrowed parts, to look one up without allocating
+/// (hashes as `IdKey` does: `String` hashes as its `str`).
+#[derive(Hash)]
+struct IdRef<'a> {
+    org: &'a str,
+    id: &'a str,
+}
+
+impl quick_cache::Equivalent<IdKey> for IdRef<'_> {
+    fn equivalent(&self, key: &IdKey) -> bool {
+        self.org == key.org && self.id == key.id
+    }
 }
 
 impl KeyIds {
@@ -70,8 +91,7 @@ impl KeyIds {
 
     /// The candidates for `id` in `org`, in the order to try them.
     pub fn resolve(&self, cfg: &Config, id: &str, org: &str) -> Arc<[Candidate]> {
-        let key = format!("{org}\0{id}");
-        if let Some(found) = self.cache.get(&key) {
+        if let Some(found) = self.cache.get(&IdRef { org, id }) {
             return found;
         }
         let list: Arc<[Candidate]> = candidates(cfg, id, org)
@@ -81,6 +101,10 @@ impl KeyIds {
                 key_id,
             })
             .collect();
+        let key = IdKey {
+            org: org.to_string(),
+            id: id.to_string(),
+        };
         self.cache.insert(key, list.clone());
         list
     }
@@ -94,7 +118,12 @@ pub fn find(
     id: &str,
     org: &str,
 ) -> Result<Option<Found>, Error> {
-    for c in ids.resolve(cfg, id, org).iter() {
+    find_in(sessions, &ids.resolve(cfg, id, org))
+}
+
+/// Finds the session of the first of `candidates` that is stored.
+pub fn find_in(sessions: &Sessions, candidates: &[Candidate]) -> Result<Option<Found>, Error> {
+    for c in candidates {
         if let Some(session) = sessions.get(&c.stored_id)? {
             return Ok(Some(Found {
                 key_id: c.key_id.clone(),
@@ -106,20 +135,18 @@ pub fn find(
     Ok(None)
 }
 
-/// Whether some candidate of `id` is in the session cache. Then `find`
+/// Whether some of `candidates` is in the session cache. Then `find_in`
 /// answers from memory, except in the rare case that an earlier candidate
 /// is stored but not cached (one store read). An unknown key is never
 /// cached, so looking it up always means a store read.
-pub fn any_cached(cfg: &Config, ids: &KeyIds, sessions: &Sessions, id: &str, org: &str) -> bool {
-    ids.resolve(cfg, id, org)
-        .iter()
-        .any(|c| sessions.is_cached(&c.stored_id))
+pub fn any_cached(sessions: &Sessions, candidates: &[Candidate]) -> bool {
+    candidates.iter().any(|c| sessions.is_cached(&c.stored_id))
 }
 
-/// Whether the first candidate of `id` is in the session cache: then
-/// `find` certainly answers from memory.
-pub fn first_cached(cfg: &Config, ids: &KeyIds, sessions: &Sessions, id: &str, org: &str) -> bool {
-    ids.resolve(cfg, id, org)
+/// Whether the first of `candidates` is in the session cache: then
+/// `find_in` certainly answers from memory.
+pub fn first_cached(sessions: &Sessions, candidates: &[Candidate]) -> bool {
+    candidates
         .first()
         .is_some_and(|c| sessions.is_cached(&c.stored_id))
 }

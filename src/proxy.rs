@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::apidef::{ApiSpec, Balancer, Breaker, Target};
 use crate::error::proxy_error;
-use crate::http::codec::{ResponseHead, encode_request_head};
+use crate::http::codec::{RequestHeadWriter, ResponseHead};
 use crate::http::path::{self, Reject};
 use crate::http::{Body, Framing, Headers, Response, Upgraded};
 use crate::metrics::{Flag, Tally};
@@ -128,31 +128,41 @@ pub fn upstream_target(
     query: &str,
     strip_version: Option<&str>,
 ) -> String {
-    let mut rest = path.to_string();
-    if !rest.starts_with('/') {
-        rest.insert(0, '/');
-    }
-    if let Some(v) = strip_version {
-        rest = strip_segment(&rest, v);
-    }
+    let stripped;
+    let rest = match strip_version {
+        Some(v) => {
+            let mut rooted = path.to_string();
+            if !rooted.starts_with('/') {
+                rooted.insert(0, '/');
+            }
+            stripped = strip_segment(&rooted, v);
+            stripped.as_str()
+        }
+        None => path,
+    };
     let base = &upstream.path;
     let tail = rest.trim_start_matches('/');
-    let mut target = if api.def.proxy.disable_strip_slash && tail.is_empty() {
-        base.clone()
-    } else if tail.is_empty() {
-        base.trim_end_matches('/').to_string()
+    let tq = &upstream.query;
+    let mut target = String::with_capacity(base.len() + tail.len() + tq.len() + query.len() + 3);
+    if api.def.proxy.disable_strip_slash && tail.is_empty() {
+        target.push_str(base);
     } else {
-        format!("{}/{tail}", base.trim_end_matches('/'))
-    };
+        target.push_str(base.trim_end_matches('/'));
+        if !tail.is_empty() {
+            target.push('/');
+            target.push_str(tail);
+        }
+    }
     if target.is_empty() {
         target.push('/');
     }
-    let tq = &upstream.query;
-    match (tq.is_empty(), query.is_empty()) {
-        (true, true) => {}
-        (false, true) => target = format!("{target}?{tq}"),
-        (true, false) => target = format!("{target}?{query}"),
-        (false, false) => target = format!("{target}?{tq}&{query}"),
+    for (i, part) in [tq.as_str(), query]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        target.push(if i == 0 { '?' } else { '&' });
+        target.push_str(part);
     }
     target
 }
@@ -206,52 +216,63 @@ pub fn strip_hop_by_hop<S: AsRef<str>>(headers: &mut Headers, keep: &[S]) {
     });
 }
 
-/// The headers sent upstream.
-fn upstream_headers(x: &Exchange<'_>, upstream: &Target) -> Headers {
+/// The upstream request head: the client's fields, less hop-by-hop ones
+/// (and the credentials' with `strip_auth_data`), then what the gateway
+/// sets, in this order: the WebSocket handshake's `Connection`/`Upgrade`,
+/// `X-Forwarded-For`, `Host`, `User-Agent` (when the client sent none).
+/// Written straight into the head: no copy of the client's fields.
+fn upstream_head(x: &Exchange<'_>, upstream: &Target, target: &str, out: &mut Vec<u8>) {
     let req = &x.req;
-    let mut h = req.headers.clone();
     // The credentials' own headers are never dropped as hop-by-hop.
     let auth_headers = &x.api.auth.headers;
-    strip_hop_by_hop(&mut h, auth_headers);
-    if x.api.def.strip_auth_data {
-        for name in auth_headers {
-            h.remove(name);
+    let listed = connection_listed(&req.headers, auth_headers);
+    let strip_auth = x.api.def.strip_auth_data;
+    // What survives hop-by-hop removal and `strip_auth_data`.
+    let passes = |name: &str| {
+        !(HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+            || (strip_auth && auth_headers.iter().any(|a| a.eq_ignore_ascii_case(name))))
+    };
+    let has = |name: &str| passes(name) && req.headers.contains(name);
+    let forwarded_for = !x.edits.no_forwarded_for;
+    let own_host = !x.api.def.proxy.preserve_host_header || !has("host");
+    let mut head = RequestHeadWriter::start(out, &req.method, target);
+    for (name, value) in req.headers.iter() {
+        let replaced = (forwarded_for && name.eq_ignore_ascii_case("x-forwarded-for"))
+            || (own_host && name.eq_ignore_ascii_case("host"));
+        // We answer `Expect: 100-continue` ourselves and send the body at once.
+        if passes(name) && !replaced && !name.eq_ignore_ascii_case("expect") {
+            head.field(name, value);
         }
     }
     if x.websocket {
         // The handshake's own hop-by-hop fields go through (RFC 6455 §4.1).
-        let asked = req
-            .headers
-            .get("upgrade")
-            .unwrap_or("websocket")
-            .to_string();
-        h.set("Connection", "Upgrade");
-        h.set("Upgrade", asked);
+        let asked = req.headers.get("upgrade").unwrap_or("websocket");
+        head.field("Connection", b"Upgrade");
+        head.field("Upgrade", asked.as_bytes());
     }
-    let peer_ip = req.peer.ip().to_string();
-    let prior: Vec<String> = h
-        .get_all("x-forwarded-for")
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .map(str::to_string)
-        .collect();
-    let xff = if prior.is_empty() {
-        peer_ip
-    } else {
-        format!("{}, {peer_ip}", prior.join(", "))
-    };
-    if !x.edits.no_forwarded_for {
-        h.set("X-Forwarded-For", xff);
+    if forwarded_for {
+        let prior = req.headers.get_all("x-forwarded-for");
+        let prior = prior.filter(|_| passes("x-forwarded-for"));
+        head.field_with("X-Forwarded-For", |out| {
+            for value in prior.filter(|v| std::str::from_utf8(v).is_ok()) {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+            let _ = io::Write::write_fmt(out, format_args!("{}", req.peer.ip()));
+        });
     }
-    // We answer `Expect: 100-continue` ourselves and send the body at once.
-    h.remove("expect");
-    if !x.api.def.proxy.preserve_host_header || !h.contains("host") {
-        h.set("Host", upstream.authority.as_str());
+    if own_host {
+        head.field("Host", upstream.authority.as_bytes());
     }
-    if !h.contains("user-agent") {
+    if !has("user-agent") {
         // Tyk's product token, as upstreams behind Tyk expect (CONTRACT §3.3).
-        h.set("User-Agent", concat!("Tyk/v", env!("CARGO_PKG_VERSION")));
+        head.field(
+            "User-Agent",
+            concat!("Tyk/v", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
     }
-    h
+    head.finish(req.framing);
 }
 
 /// A request ready for its upstream, and what the client's response needs.
@@ -347,9 +368,8 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
             }
         },
     };
-    let headers = upstream_headers(x, upstream);
     let mut head = Vec::with_capacity(512);
-    encode_request_head(&mut head, &x.req.method, &target, &headers, x.req.framing);
+    upstream_head(x, upstream, &target, &mut head);
     let method = x.req.method.as_str();
     let idempotent = matches!(
         method,
@@ -369,7 +389,7 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         hide: cfg.hide_generator_header,
         max_body: max,
         max_buffered: cfg.max_buffered_body,
-        what: format!("api {} {} {}", x.api.id(), x.req.method, x.req.path),
+        what: ["api ", x.api.id(), " ", &x.req.method, " ", &x.req.path].concat(),
         body_prefix: None,
         response_edits: x.edits.response.clone(),
         timeout: x.edits.timeout,

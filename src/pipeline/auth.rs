@@ -43,15 +43,16 @@ pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>
     let org = &x.api.def.org_id;
     // A shared store is never read on the event loop, not even for the
     // rare earlier candidate that is stored but not cached.
+    let candidates = ids.resolve(cfg, id, org);
     let in_memory = if x.gw.store.remote() {
-        keys::first_cached(cfg, ids, sessions, id, org)
+        keys::first_cached(sessions, &candidates)
     } else {
-        keys::any_cached(cfg, ids, sessions, id, org)
+        keys::any_cached(sessions, &candidates)
     };
     if x.nonblocking && !in_memory {
         return Err(Flow::Defer);
     }
-    keys::find(cfg, ids, sessions, id, org).map_err(|e| store_failure(x, &e))
+    keys::find_in(sessions, &candidates).map_err(|e| store_failure(x, &e))
 }
 
 /// A store failure while authorising: logged, 500.
