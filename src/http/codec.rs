@@ -137,11 +137,17 @@ pub fn head_ready(buf: &[u8], limits: &Limits) -> bool {
 }
 
 /// Checks the raw head bytes: only CRLF line ends, no control bytes, no
-/// obs-fold, every line within its limit. One pass; runs of plain bytes are
-/// skipped a block at a time (the common head is nearly all plain bytes).
+/// obs-fold, every line within its limit. One pass: line ends are found
+/// with memchr, and each line's bytes are checked in a branch-free fold
+/// the compiler vectorises (a head is a few short lines of plain bytes).
 fn scan_lines(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadError> {
-    const BLOCK: usize = 32;
-    let plain = |b: u8| b >= 0x20 && b != 0x7f;
+    const BAD: HeadError = HeadError::Malformed("bare CR, bare LF or control byte");
+    // Visible ASCII, obs-text and tab: anything else is a control byte.
+    let plain = |bytes: &[u8]| {
+        bytes.iter().fold(true, |all, &b| {
+            all & ((b >= 0x20 && b != 0x7f) | (b == b'\t'))
+        })
+    };
     // A line's length error (the first line is a request's request line;
     // a response's status line has no limit of its own).
     let over = |len: usize, first: bool| match (first, request) {
@@ -151,34 +157,28 @@ fn scan_lines(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadErr
     };
     // A control byte anywhere wins over a long line, whatever their order.
     let mut too_long = None;
-    let (mut i, mut line_start, mut first) = (0, 0, true);
-    while i < head.len() {
-        if let Some(block) = head.get(i..i + BLOCK)
-            && block.iter().fold(true, |all, &b| all & plain(b))
-        {
-            i += BLOCK;
-            continue;
-        }
-        let bad = match head[i] {
-            b'\n' => {
-                too_long = too_long.or_else(|| over(i - line_start, first));
-                if matches!(head.get(i + 1), Some(b' ' | b'\t')) {
-                    too_long = too_long.or(Some(HeadError::Malformed("obs-fold line")));
-                }
-                line_start = i + 1;
-                first = false;
-                i == 0 || head[i - 1] != b'\r'
-            }
-            b'\r' => head.get(i + 1) != Some(&b'\n'),
-            b'\t' => false,
-            b => !plain(b),
+    let (mut start, mut first) = (0, true);
+    for nl in memchr::memchr_iter(b'\n', head) {
+        // The line with its CR; a line end without one is a bare LF.
+        let Some((&b'\r', text)) = head[start..nl].split_last() else {
+            return Err(BAD);
         };
-        if bad {
-            return Err(HeadError::Malformed("bare CR, bare LF or control byte"));
+        if !plain(text) {
+            return Err(BAD);
         }
-        i += 1;
+        too_long = too_long.or_else(|| over(nl - start, first));
+        if matches!(head.get(nl + 1), Some(b' ' | b'\t')) {
+            too_long = too_long.or(Some(HeadError::Malformed("obs-fold line")));
+        }
+        start = nl + 1;
+        first = false;
     }
-    too_long = too_long.or_else(|| over(head.len() - line_start, first));
+    // What follows the last line end (a head cut at the size limit): a CR
+    // there has no LF after it.
+    if !plain(&head[start..]) {
+        return Err(BAD);
+    }
+    too_long = too_long.or_else(|| over(head.len() - start, first));
     too_long.map_or(Ok(()), Err)
 }
 
@@ -611,29 +611,74 @@ pub fn encode_request_head(
     headers: &Headers,
     framing: Framing,
 ) {
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    encode_fields(out, headers, framing);
-    out.extend_from_slice(b"\r\n");
+    let mut head = RequestHeadWriter::start(out, method, target);
+    for (name, value) in headers.iter() {
+        head.field(name, value);
+    }
+    head.finish(framing);
+}
+
+/// Writes a request head field by field, straight into `out`: for a caller
+/// that would otherwise build a `Headers` only to encode it. The framing
+/// rules are `encode_request_head`'s.
+pub struct RequestHeadWriter<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> RequestHeadWriter<'a> {
+    pub fn start(out: &'a mut Vec<u8>, method: &str, target: &str) -> RequestHeadWriter<'a> {
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        RequestHeadWriter { out }
+    }
+
+    /// One field; framing fields are dropped (`finish` writes the framing),
+    /// except `Connection: Upgrade`.
+    pub fn field(&mut self, name: &str, value: &[u8]) {
+        encode_field(self.out, name, value);
+    }
+
+    /// A field whose value is written by `value` (no allocation).
+    pub fn field_with(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        if is_framing_field(name) {
+            return;
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        value(self.out);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub fn finish(self, framing: Framing) {
+        encode_framing(self.out, framing);
+        self.out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn encode_fields(out: &mut Vec<u8>, headers: &Headers, framing: Framing) {
     for (name, value) in headers.iter() {
-        // `Connection: Upgrade` is the one connection option a handler may
-        // send (a WebSocket handshake and its 101); hop-by-hop removal has
-        // already dropped any the peer sent.
-        let upgrade =
-            name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case(b"upgrade");
-        if is_framing_field(name) && !upgrade {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        encode_field(out, name, value);
     }
+    encode_framing(out, framing);
+}
+
+fn encode_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    // `Connection: Upgrade` is the one connection option a handler may
+    // send (a WebSocket handshake and its 101); hop-by-hop removal has
+    // already dropped any the peer sent.
+    let upgrade = name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case(b"upgrade");
+    if is_framing_field(name) && !upgrade {
+        return;
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_framing(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -657,6 +702,78 @@ fn itoa(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The byte-at-a-time scan `scan_lines` replaced, kept as its oracle.
+    fn scan_lines_bytewise(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadError> {
+        let plain = |b: u8| b >= 0x20 && b != 0x7f;
+        let over = |len: usize, first: bool| match (first, request) {
+            (true, true) => (len > limits.max_request_line).then_some(HeadError::UriTooLong),
+            (true, false) => None,
+            _ => (len > limits.max_header_line).then_some(HeadError::HeadersTooLarge),
+        };
+        let mut too_long = None;
+        let (mut line_start, mut first) = (0, true);
+        for i in 0..head.len() {
+            let bad = match head[i] {
+                b'\n' => {
+                    too_long = too_long.or_else(|| over(i - line_start, first));
+                    if matches!(head.get(i + 1), Some(b' ' | b'\t')) {
+                        too_long = too_long.or(Some(HeadError::Malformed("obs-fold line")));
+                    }
+                    line_start = i + 1;
+                    first = false;
+                    i == 0 || head[i - 1] != b'\r'
+                }
+                b'\r' => head.get(i + 1) != Some(&b'\n'),
+                b'\t' => false,
+                b => !plain(b),
+            };
+            if bad {
+                return Err(HeadError::Malformed("bare CR, bare LF or control byte"));
+            }
+        }
+        too_long = too_long.or_else(|| over(head.len() - line_start, first));
+        too_long.map_or(Ok(()), Err)
+    }
+
+    #[test]
+    fn line_scan_agrees_with_the_bytewise_scan() {
+        let limits = Limits {
+            max_request_line: 12,
+            max_header_line: 9,
+            ..Limits::default()
+        };
+        let alphabet = [b'a', b' ', b'\t', b'\r', b'\n', 0x01, 0x7f, 0x80, b':'];
+        // A fixed-seed xorshift: the same 200,000 heads every run.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let len = next() % 40;
+            let mut head = Vec::new();
+            for _ in 0..len {
+                match next() % 4 {
+                    // Mostly CRLF line ends and text.
+                    0 if next() % 5 != 0 => head.extend_from_slice(b"\r\n"),
+                    0 => head.push(b'\n'),
+                    1 | 2 => head.push(b'a'),
+                    _ => head.push(alphabet[(next() % alphabet.len() as u64) as usize]),
+                }
+            }
+            for request in [true, false] {
+                assert_eq!(
+                    format!("{:?}", scan_lines(&head, &limits, request)),
+                    format!("{:?}", scan_lines_bytewise(&head, &limits, request)),
+                    "{:?} request={request}",
+                    String::from_utf8_lossy(&head)
+                );
+            }
+        }
+    }
+
     use super::*;
 
     fn peer() -> SocketAddr {

@@ -516,7 +516,12 @@ fn an_https_jwks_source_is_fetched_over_tls_and_its_certificate_checked() {
     // Not trusted: the identity provider is never believed.
     let gw = trusting(false);
     assert_proxy_error(&call(&gw, &t), 403, "Key not authorized");
-    assert!(gw.logs_contain("TLS handshake"), "{:?}", gw.logs());
+    // The line may reach the log file just after the answer.
+    assert!(
+        gw.wait_for_log("TLS handshake", std::time::Duration::from_secs(3)),
+        "{:?}",
+        gw.logs()
+    );
     assert_eq!(idp.hits(), 0);
     let gw = trusting(true);
     assert_eq!(call(&gw, &t).status, 200, "{:?}", gw.logs());

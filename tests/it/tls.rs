@@ -280,7 +280,12 @@ fn an_https_upstream_is_refused_unless_trusted() {
         500,
         "There was a problem proxying the request",
     );
-    assert!(gw.logs_contain("TLS handshake"), "{:?}", gw.logs());
+    // The line may reach the log file just after the answer.
+    assert!(
+        gw.wait_for_log("TLS handshake", std::time::Duration::from_secs(3)),
+        "{:?}",
+        gw.logs()
+    );
     assert_eq!(
         up.hits(),
         0,
