@@ -126,6 +126,29 @@ impl SledStore {
         Ok(removed)
     }
 
+    /// Every live entry whose key starts with `prefix`, in key order, with
+    /// its deadline (`gatehouse export` keeps lifetimes).
+    pub fn scan_stored(&self, prefix: &str) -> Result<Vec<(String, Stored)>, Error> {
+        let (mut out, now) = (Vec::new(), unix_now_ms());
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| self.fail(e))?;
+            if let Some(entry) = live(&v, now) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes several entries, each with its deadline, in one durable batch
+    /// (`gatehouse import` keeps lifetimes).
+    pub fn set_many_stored(&self, entries: &[(String, Stored)]) -> Result<(), Error> {
+        let ops = entries
+            .iter()
+            .map(|(k, e)| (k.clone(), Some(encode(&e.value, e.expires_at_ms))))
+            .collect();
+        self.commit(ops)
+    }
+
     /// Makes `ops` durable: returns once they are flushed with a sequence
     /// number recorded beside the store. Group commit: writers that arrive
     /// while a flush runs queue up, and the next flush takes them all, so
@@ -350,14 +373,8 @@ impl Store for SledStore {
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let (mut out, now) = (Vec::new(), unix_now_ms());
-        for item in self.db.scan_prefix(prefix) {
-            let (k, v) = item.map_err(|e| self.fail(e))?;
-            if let Some(entry) = live(&v, now) {
-                out.push((String::from_utf8_lossy(&k).into_owned(), entry.value));
-            }
-        }
-        Ok(out)
+        let entries = self.scan_stored(prefix)?;
+        Ok(entries.into_iter().map(|(k, e)| (k, e.value)).collect())
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -381,6 +398,12 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
+    /// The keys `scan` finds under `prefix`.
+    fn keys(s: &SledStore, prefix: &str) -> Vec<String> {
+        let entries = s.scan(prefix).unwrap();
+        entries.into_iter().map(|(k, _)| k).collect()
+    }
+
     #[test]
     fn writes_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -397,13 +420,7 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.get("apikey-a").unwrap(), None);
-        let keys: Vec<String> = s
-            .scan("apikey-")
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, vec!["apikey-b"]);
+        assert_eq!(keys(&s, "apikey-"), vec!["apikey-b"]);
     }
 
     #[test]
@@ -449,13 +466,7 @@ mod tests {
         s.set("apikey-new", b"{}").unwrap();
         assert_eq!(s.get("apikey-old").unwrap(), None);
         assert_eq!(s.read("apikey-old").unwrap(), None);
-        let keys: Vec<String> = s
-            .scan("apikey-")
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, vec!["apikey-new"]);
+        assert_eq!(keys(&s, "apikey-"), vec!["apikey-new"]);
         assert!(!s.delete("apikey-old").unwrap());
         expired(&s, "apikey-old", b"{}");
         let xx = Write {
