@@ -166,28 +166,30 @@ mod tests {
         lifetime(s, api, &global, NOW)
     }
 
+    /// Tyk's `TestSessionState_Lifetime` without a forced lifetime, for a
+    /// key expiring in 5 s: (the key's lifetime, the API's, respecting
+    /// expiry) and the lifetime wanted.
     #[test]
     fn key_lifetime_then_api_lifetime_then_none() {
-        let in5 = NOW + 5;
-        assert_eq!(tyk(&session(1, in5), false, 2, false, 3), 1);
-        assert_eq!(tyk(&session(0, in5), false, 2, false, 3), 2);
-        assert_eq!(tyk(&session(0, in5), false, 0, false, 3), 0);
-        assert_eq!(tyk(&session(0, in5), false, -1, false, 3), 0);
-        assert_eq!(tyk(&session(0, in5), false, 1, false, 0), 1);
-        assert_eq!(tyk(&session(0, in5), false, 0, false, 0), 0);
-    }
-
-    #[test]
-    fn respecting_expiry_stretches_the_lifetime_to_the_expiry() {
-        let in5 = NOW + 5;
-        assert_eq!(tyk(&session(1, in5), true, 2, false, 3), 5);
-        assert_eq!(tyk(&session(0, in5), true, 2, false, 3), 5);
-        assert_eq!(tyk(&session(0, in5), true, 0, false, 3), 0);
-        assert_eq!(tyk(&session(0, in5), true, -1, false, 3), 0);
-        assert_eq!(tyk(&session(0, in5), true, 6, false, 7), 6);
-        assert_eq!(tyk(&session(0, in5), true, 0, false, 7), 0);
-        assert_eq!(tyk(&session(0, in5), true, 1, false, 0), 5);
-        // A key that never expires: no lifetime at all.
+        let cases = [
+            ((1, 2, false), 1),
+            ((0, 2, false), 2),
+            ((0, 0, false), 0),
+            ((0, -1, false), 0),
+            ((0, 1, false), 1),
+            // Respecting expiry stretches a lifetime to the expiry.
+            ((1, 2, true), 5),
+            ((0, 2, true), 5),
+            ((0, 0, true), 0),
+            ((0, -1, true), 0),
+            ((0, 6, true), 6),
+            ((0, 1, true), 5),
+        ];
+        for ((own, api, respect), want) in cases {
+            let got = tyk(&session(own, NOW + 5), respect, api, false, 3);
+            assert_eq!(got, want, "own {own}, api {api}, respect {respect}");
+        }
+        // A key that never expires, respecting expiry: no lifetime at all.
         assert_eq!(tyk(&session(0, 0), true, 2, false, 3), 0);
     }
 
