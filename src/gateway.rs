@@ -60,6 +60,10 @@ pub struct Gateway {
     reloads: ReloadQueue,
 }
 
+/// How often the store is swept of entries whose lifetime passed (reads
+/// already ignore them).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// How long a gateway of a cluster believes a cached session (Tyk's 10 s).
 pub const CLUSTER_SESSION_AGE: Duration = Duration::from_secs(10);
 
@@ -227,22 +231,36 @@ impl Gateway {
     }
 
     /// Writes changed quota counters every `quota_persist_interval` and
-    /// drops idle rate buckets, until `stop`.
+    /// drops idle rate buckets, and every `SWEEP_EVERY` removes stored
+    /// entries whose lifetime passed, until `stop`.
     pub fn spawn_persister(self: &Arc<Self>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
         let gw = self.clone();
         thread::spawn(move || {
             let tick = gw.config.quota_persist_interval;
-            let mut slept = Duration::ZERO;
+            let (mut slept, mut unswept) = (Duration::ZERO, Duration::ZERO);
             while !stop.load(Ordering::SeqCst) {
                 let step = Duration::from_millis(50).min(tick);
                 thread::sleep(step);
                 slept += step;
+                unswept += step;
                 if slept >= tick {
                     slept = Duration::ZERO;
                     gw.persist_counters();
                 }
+                if unswept >= SWEEP_EVERY {
+                    unswept = Duration::ZERO;
+                    gw.sweep();
+                }
             }
         })
+    }
+
+    fn sweep(&self) {
+        match self.store.sweep() {
+            Ok(0) => {}
+            Ok(n) => info!("store: removed {n} entries whose lifetime passed"),
+            Err(e) => warn!("store: removing entries whose lifetime passed: {e}"),
+        }
     }
 
     fn persist_counters(&self) {

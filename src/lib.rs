@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod keyid;
 pub mod keys;
+pub mod lifetime;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

@@ -4,7 +4,9 @@
 //! once and cached. Writes go to the store first (durably), then to the
 //! cache, so memory never holds a session the store does not. Memory stays
 //! bounded however many keys the store holds. Which id a key is stored
-//! under (raw or hashed) is the caller's business (`keys`).
+//! under (raw or hashed) is the caller's business (`keys`), and so is how
+//! long a session lives (`lifetime`): a cached session is dropped when its
+//! stored copy's lifetime ends, never served past it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +15,9 @@ use std::time::{Duration, Instant};
 use quick_cache::sync::Cache;
 
 use crate::error::Error;
+use crate::gateway::unix_now_ms;
 use crate::session::Session;
-use crate::store::Store;
+use crate::store::{Store, Write};
 
 /// Writer stripes: concurrent writes to different keys rarely share one.
 const STRIPES: usize = 64;
@@ -24,8 +27,7 @@ pub const PREFIX: &str = "apikey-";
 
 pub struct Sessions {
     store: Arc<dyn Store>,
-    /// Each session with the time it was cached.
-    cache: Cache<String, (Arc<Session>, Instant)>,
+    cache: Cache<String, Cached>,
     /// With a shared store, how long a cached session is believed (other
     /// gateways may change it; their notices evict it sooner).
     max_age: Option<Duration>,
@@ -40,6 +42,25 @@ pub struct Sessions {
     /// Lookups answered from memory, and those that read the store.
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+}
+
+/// A cached session, when it was cached, and when its stored copy goes
+/// (unix ms; None, never).
+#[derive(Clone)]
+struct Cached {
+    session: Arc<Session>,
+    at: Instant,
+    expires_at_ms: Option<u64>,
+}
+
+impl Cached {
+    fn new(session: Arc<Session>, expires_at_ms: Option<u64>) -> Cached {
+        Cached {
+            session,
+            at: Instant::now(),
+            expires_at_ms,
+        }
+    }
 }
 
 fn store_key(id: &str) -> String {
@@ -70,10 +91,10 @@ impl Sessions {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let before = self.epoch.load(Ordering::SeqCst);
-        let Some(bytes) = self.store.get(&store_key(id))? else {
+        let Some(stored) = self.store.read(&store_key(id))? else {
             return Ok(None);
         };
-        let session = match serde_json::from_slice::<Session>(&bytes) {
+        let session = match serde_json::from_slice::<Session>(&stored.value) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 log::warn!("store: unreadable session {PREFIX}…: {e}");
@@ -82,19 +103,22 @@ impl Sessions {
         };
         let _w = self.stripe(id);
         if self.epoch.load(Ordering::SeqCst) == before {
-            self.cache
-                .insert(id.to_string(), (session.clone(), Instant::now()));
+            let entry = Cached::new(session.clone(), stored.expires_at_ms);
+            self.cache.insert(id.to_string(), entry);
         }
         Ok(Some(session))
     }
 
-    /// The cached session, if young enough.
+    /// The cached session, if young enough and its stored copy not gone.
     fn cached(&self, id: &str) -> Option<Arc<Session>> {
-        let (s, at) = self.cache.get(id)?;
-        match self.max_age {
-            Some(max) if at.elapsed() >= max => None,
-            _ => Some(s),
+        let c = self.cache.get(id)?;
+        if self.max_age.is_some_and(|max| c.at.elapsed() >= max) {
+            return None;
         }
+        if c.expires_at_ms.is_some_and(|at| unix_now_ms() >= at) {
+            return None;
+        }
+        Some(c.session)
     }
 
     /// The writer lock of `id`'s stripe.
@@ -130,20 +154,51 @@ impl Sessions {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Stores `session` under `id` durably, then makes it visible.
-    pub fn put(&self, id: &str, session: Session) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(&session).map_err(|e| Error::Store {
+    /// Stores a new `session` under `id` durably (over any stored one), then
+    /// makes it visible. It lives `ttl` seconds; 0 or less, until deleted.
+    pub fn put(&self, id: &str, session: Arc<Session>, ttl: i64) -> Result<(), Error> {
+        let how = Write {
+            ttl,
+            existing_only: false,
+        };
+        self.write(id, session, how).map(drop)
+    }
+
+    /// Rewrites the session stored under `id`, as `put` does, but only if
+    /// one is still stored (Tyk's `SET … XX` for a session it read): false
+    /// when it was deleted meanwhile, and then it stays deleted.
+    pub fn replace(&self, id: &str, session: Arc<Session>, ttl: i64) -> Result<bool, Error> {
+        let how = Write {
+            ttl,
+            existing_only: true,
+        };
+        self.write(id, session, how)
+    }
+
+    fn write(&self, id: &str, session: Arc<Session>, how: Write) -> Result<bool, Error> {
+        let bytes = serde_json::to_vec(&*session).map_err(|e| Error::Store {
             path: Default::default(),
             message: format!("cannot encode session: {e}"),
         })?;
+        // Taken before the write: the cache lets go no later than the store.
+        let expires_at_ms = u64::try_from(how.ttl)
+            .ok()
+            .filter(|&ttl| ttl > 0)
+            .map(|ttl| unix_now_ms().saturating_add(ttl.saturating_mul(1000)));
         let _w = self.stripe(id);
-        self.store.set(&store_key(id), &bytes)?;
-        self.cache
-            .insert(id.to_string(), (Arc::new(session), Instant::now()));
+        let written = self.store.write(&store_key(id), &bytes, how)?;
+        if written {
+            let entry = Cached::new(session, expires_at_ms);
+            self.cache.insert(id.to_string(), entry);
+        } else {
+            self.cache.remove(id);
+        }
         self.epoch.fetch_add(1, Ordering::SeqCst);
         drop(_w);
-        self.store.key_changed(id);
-        Ok(())
+        if written {
+            self.store.key_changed(id);
+        }
+        Ok(written)
     }
 
     /// Removes the session stored under `id`; false when there was none.
@@ -195,7 +250,7 @@ mod tests {
                 alias: format!("k{i}"),
                 ..Session::default()
             };
-            s.put(&format!("id{i}"), session).unwrap();
+            s.put(&format!("id{i}"), Arc::new(session), 0).unwrap();
         }
         for i in 0..100 {
             let got = s.get(&format!("id{i}")).unwrap().expect("stored");
@@ -208,11 +263,65 @@ mod tests {
     fn removed_sessions_are_gone_from_cache_and_store() {
         let dir = tempfile::tempdir().unwrap();
         let s = sessions(dir.path(), 16);
-        s.put("a", Session::default()).unwrap();
+        s.put("a", Arc::default(), 0).unwrap();
         assert!(s.get("a").unwrap().is_some());
         assert!(s.remove("a").unwrap());
         assert!(s.get("a").unwrap().is_none());
         assert!(!s.remove("a").unwrap());
+    }
+
+    /// Polls `f` until it holds, for at most 5 s.
+    fn eventually(f: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    #[test]
+    fn a_cached_session_goes_when_its_lifetime_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path(), 16);
+        s.put("a", Arc::default(), 1).unwrap();
+        s.put("b", Arc::default(), 0).unwrap();
+        assert!(s.is_cached("a"));
+        assert!(s.get("a").unwrap().is_some());
+        assert!(eventually(|| !s.is_cached("a")));
+        assert!(s.get("a").unwrap().is_none());
+        assert!(s.get("b").unwrap().is_some());
+        assert_eq!(s.ids().unwrap(), vec!["b"]);
+    }
+
+    #[test]
+    fn a_session_read_from_the_store_keeps_its_deadline_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = sessions(dir.path(), 16);
+            s.put("a", Arc::default(), 1).unwrap();
+        }
+        let s = sessions(dir.path(), 16);
+        assert!(s.get("a").unwrap().is_some());
+        assert!(s.is_cached("a"));
+        assert!(eventually(|| !s.is_cached("a")));
+        assert!(s.get("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_replaced_session_deleted_meanwhile_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path(), 16);
+        s.put("a", Arc::default(), 0).unwrap();
+        let read = s.get("a").unwrap().unwrap();
+        assert!(s.remove("a").unwrap());
+        assert!(!s.replace("a", read, 0).unwrap());
+        assert!(s.get("a").unwrap().is_none());
+        assert!(!s.is_cached("a"));
+        s.put("a", Arc::default(), 0).unwrap();
+        assert!(s.replace("a", Arc::default(), 0).unwrap());
     }
 
     #[test]
@@ -220,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = sessions(dir.path(), 16);
-            s.put("a", Session::default()).unwrap();
+            s.put("a", Arc::default(), 0).unwrap();
         }
         assert!(sessions(dir.path(), 16).get("a").unwrap().is_some());
     }

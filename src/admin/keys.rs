@@ -3,6 +3,8 @@
 //! `quota_renews`, kept `date_created`, past `expires`, policies applied
 //! before storing, §8) and exact errors; and `/tyk/keys/policy/{key}`.
 
+use std::sync::Arc;
+
 use crate::auth::apply::{ApplyError, apply, policy_ids};
 use crate::auth::basic::hash_password;
 use crate::error::admin_error;
@@ -10,6 +12,7 @@ use crate::gateway::unix_now;
 use crate::http::Response;
 use crate::keyid::token;
 use crate::keys::{self, Found};
+use crate::lifetime::{self, ApiLifetime};
 use crate::quota::{counter_name, scope_for};
 use crate::router::store_failure;
 use crate::session::Session;
@@ -89,7 +92,7 @@ fn store_new(
     let stored = keys::stored_id(&call.gw.config, key_id);
     // With hashing, a basic-auth user's key is not shown (Tyk).
     let basic = !session.basic_auth_data.password.is_empty();
-    if let Err(e) = save(call, &stored, session) {
+    if let Err(e) = save(call, &stored, session, false) {
         return store_failure(&e, failure);
     }
     log::info!("admin: key {action} (stored as {})", obfuscate(&stored));
@@ -101,13 +104,42 @@ fn store_new(
     ok(action, shown, key_hash(call, key_id).as_deref())
 }
 
-/// Writes a session; unless `suppress_reset=1`, its quota counters start
-/// over (Tyk deletes them on every such write).
-fn save(call: &Call<'_>, stored: &str, session: Session) -> Result<(), crate::error::Error> {
+/// Writes a session for as long as it lives; unless `suppress_reset=1`,
+/// its quota counters start over (Tyk deletes them on every such write).
+/// `existing`: it replaces a stored session, and must not bring back one
+/// deleted meanwhile (then false, nothing written).
+fn save(
+    call: &Call<'_>,
+    stored: &str,
+    session: Session,
+    existing: bool,
+) -> Result<bool, crate::error::Error> {
     if call.query("suppress_reset") != "1" {
         call.gw.counters.reset_quotas(stored)?;
     }
-    call.gw.sessions.put(stored, session)
+    let (ttl, sessions) = (lifetime_of(call, &session), &call.gw.sessions);
+    if existing {
+        sessions.replace(stored, Arc::new(session), ttl)
+    } else {
+        sessions.put(stored, Arc::new(session), ttl).map(|()| true)
+    }
+}
+
+/// How long the stored session lives (Tyk's `ApplyLifetime`): the longest
+/// over the loaded APIs it grants; for a master key, over every loaded API.
+fn lifetime_of(call: &Call<'_>, s: &Session) -> i64 {
+    let registry = call.gw.registry();
+    let apis: Vec<ApiLifetime> = if s.access_rights.is_empty() {
+        registry
+            .all()
+            .iter()
+            .map(|a| ApiLifetime::of(&a.def))
+            .collect()
+    } else {
+        let loaded = s.access_rights.keys().filter_map(|id| registry.get(id));
+        loaded.map(|a| ApiLifetime::of(&a.def)).collect()
+    };
+    lifetime::longest(s, apis, &call.gw.config.session_lifetime, unix_now())
 }
 
 /// The last four characters only: never log raw keys.
@@ -272,8 +304,11 @@ pub fn update(call: &mut Call<'_>, id: &str) -> Response {
     if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
         return admin_error(500, SECURITY);
     }
-    if let Err(e) = save(call, &found.stored_id, session) {
-        return store_failure(&e, SECURITY);
+    match save(call, &found.stored_id, session, true) {
+        Ok(true) => {}
+        // Deleted since it was read: it stays deleted.
+        Ok(false) => return admin_error(404, "Key is not found"),
+        Err(e) => return store_failure(&e, SECURITY),
     }
     ok("modified", &found.key_id, None)
 }
@@ -443,8 +478,15 @@ pub fn set_policies(call: &mut Call<'_>, id: &str) -> Response {
     }
     session.apply_policy_id.clear();
     session.last_updated = unix_now().to_string();
-    if let Err(e) = call.gw.sessions.put(&found.stored_id, session) {
-        return store_failure(&e, "Could not write key data");
+    // As Tyk: over the stored session only, and with no lifetime.
+    match call
+        .gw
+        .sessions
+        .replace(&found.stored_id, Arc::new(session), 0)
+    {
+        Ok(true) => {}
+        Ok(false) => return admin_error(404, "Key not found"),
+        Err(e) => return store_failure(&e, "Could not write key data"),
     }
     ok("updated", id, None)
 }

@@ -364,6 +364,10 @@ pub struct ApiDefinition {
     pub disable_quota: bool,
     pub global_rate_limit: GlobalRateLimit,
     pub expiration: String,
+    /// Seconds a key's stored session lives when the key sets none
+    /// (`lifetime`); 0 = until deleted.
+    pub session_lifetime: i64,
+    pub session_lifetime_respects_key_expiration: bool,
     pub gatehouse: ApiExtensions,
 }
 

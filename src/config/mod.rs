@@ -50,6 +50,10 @@ pub struct RawConfig {
     pub basic_auth_hash_key_function: String,
     pub min_token_length: i64,
     pub allow_master_keys: bool,
+    /// Session lifetimes (`lifetime`).
+    pub force_global_session_lifetime: bool,
+    pub global_session_lifetime: i64,
+    pub session_lifetime_respects_key_expiration: bool,
     pub close_connections: bool,
     pub proxy_default_timeout: f64,
     pub http_server_options: RawHttpServerOptions,
@@ -258,6 +262,8 @@ pub struct Config {
     pub basic_auth_hash_key_function: String,
     pub min_token_length: usize,
     pub allow_master_keys: bool,
+    /// How long stored sessions live (`force_global_session_lifetime`, ...).
+    pub session_lifetime: crate::lifetime::Global,
     pub proxy_timeout: Duration,
     pub connect_timeout: Duration,
     pub enable_strict_routes: bool,
@@ -557,6 +563,12 @@ impl RawConfig {
             )?)
             .unwrap_or(usize::MAX),
             allow_master_keys: self.allow_master_keys,
+            session_lifetime: crate::lifetime::Global {
+                forced: self
+                    .force_global_session_lifetime
+                    .then_some(self.global_session_lifetime),
+                respects_key_expiration: self.session_lifetime_respects_key_expiration,
+            },
             proxy_timeout,
             connect_timeout: timeout(
                 file,
@@ -963,6 +975,27 @@ mod tests {
             err.to_string().contains("`gatehouse.max_buffered_body`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn session_lifetime_settings_are_read_from_the_file_and_tyk_gw_variables() {
+        let (c, unknown) = load_str(
+            "tyk.conf",
+            r#"{"force_global_session_lifetime": true, "global_session_lifetime": 60,
+                "session_lifetime_respects_key_expiration": true}"#,
+        )
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c.session_lifetime.forced, Some(60));
+        assert!(c.session_lifetime.respects_key_expiration);
+        let (c, _) = load_str("tyk.conf", r#"{"global_session_lifetime": 60}"#).unwrap();
+        assert_eq!(c.session_lifetime, crate::lifetime::Global::default());
+        let env = Env::from_pairs([
+            ("TYK_GW_FORCEGLOBALSESSIONLIFETIME", "true"),
+            ("TYK_GW_GLOBALSESSIONLIFETIME", "7"),
+        ]);
+        let c = Config::from_source(Path::new("/etc/gw/tyk.conf"), Some("{}"), &env).unwrap();
+        assert_eq!(c.session_lifetime.forced, Some(7));
     }
 
     #[test]

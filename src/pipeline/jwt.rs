@@ -14,8 +14,10 @@ use serde_json::{Map, Value};
 use crate::apidef::{AuthMethod, JwtKeys, JwtSpec};
 use crate::auth::jwks;
 use crate::auth::jwt::{self, Choice, JwtError, Memo, PolicyClaims, Verified, VerifyKey};
+use crate::gateway::unix_now;
 use crate::keyid;
 use crate::keys;
+use crate::lifetime::{self, ApiLifetime};
 use crate::session::Session;
 
 use super::auth::{find_key, read_key, store_failure};
@@ -177,6 +179,7 @@ fn centralised(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str, key: &VerifyKe
         Some(s) if !stale(&s) => s,
         _ if x.nonblocking => return Flow::Defer,
         current => {
+            let stored = current.is_some();
             let mut s = current
                 .map(|s| (*s).clone())
                 .unwrap_or_else(|| new_session(&def.org_id, &memo.identity, &memo.session_id));
@@ -187,15 +190,22 @@ fn centralised(x: &mut Exchange<'_>, spec: &JwtSpec, token: &str, key: &VerifyKe
             {
                 s.expires = e;
             }
-            if let Err(e) = sessions.put(stored_id, s) {
+            let global = &x.gw.config.session_lifetime;
+            let ttl = lifetime::lifetime(&s, ApiLifetime::of(def), global, unix_now());
+            let s = Arc::new(s);
+            // A stored session is rewritten only while it is still there
+            // (Tyk's `SET … XX`); deleted meanwhile, it stays deleted and
+            // this request still uses it, as in Tyk.
+            let written = if stored {
+                sessions.replace(stored_id, s.clone(), ttl).map(drop)
+            } else {
+                sessions.put(stored_id, s.clone(), ttl)
+            };
+            if let Err(e) = written {
                 log::error!("api {}: cannot store a JWT session: {e}", x.api.id());
                 return x.reject(500, "There was a problem authorising the key");
             }
-            match sessions.get(stored_id) {
-                Ok(Some(s)) => s,
-                Ok(None) => return x.reject(500, "There was a problem authorising the key"),
-                Err(e) => return store_failure(x, &e),
-            }
+            s
         }
     };
     let stored_id = stored_id.clone();

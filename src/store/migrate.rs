@@ -2,17 +2,18 @@
 //! URL`: every session (`apikey-*`) with its quota counters, between a
 //! Redis in Tyk's layout (Tyk's own, or Gatehouse's cluster mode) and the
 //! embedded store. Sessions are copied as the bytes they are (both sides
-//! hold Tyk's session JSON); quota counters are converted: Redis holds the
-//! used count with a TTL until renewal, sled a small record of the same.
+//! hold Tyk's session JSON), with their lifetimes (Redis's TTL, sled's
+//! deadline); quota counters are converted: Redis holds the used count
+//! with a TTL until renewal, sled a small record of the same.
 //! Writing the same data twice changes nothing, so either command can be
 //! re-run after a failure.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::{Redis, SledStore, Store, glob_escape};
+use super::{Redis, SledStore, Store, Stored, glob_escape};
 use crate::error::Error;
-use crate::gateway::unix_now;
+use crate::gateway::{unix_now, unix_now_ms};
 use crate::quota;
 use crate::sessions::PREFIX as SESSIONS;
 
@@ -87,14 +88,24 @@ pub fn import(redis: &Redis, sled: &SledStore) -> Result<Copied, Error> {
     let mut progress = Progress::new("import: sessions", names.len());
     let mut copied = Copied::default();
     for chunk in names.chunks(CHUNK) {
-        let values: Vec<Option<Vec<u8>>> = redis.run(|c| redis::cmd("MGET").arg(chunk).query(c))?;
-        let batch: Vec<(String, Vec<u8>)> = chunk
+        let now_ms = unix_now_ms();
+        let batch: Vec<(String, Stored)> = chunk
             .iter()
-            .zip(values)
-            .filter_map(|(k, v)| Some((k.clone(), v?)))
+            .zip(with_pttl(redis, chunk)?)
+            .filter_map(|(k, (value, pttl))| {
+                let expires_at_ms = u64::try_from(pttl).ok().map(|ms| now_ms + ms);
+                let value = value?;
+                Some((
+                    k.clone(),
+                    Stored {
+                        value,
+                        expires_at_ms,
+                    },
+                ))
+            })
             .collect();
         copied.sessions += batch.len();
-        sled.set_many(&batch)?;
+        sled.set_many_stored(&batch)?;
         progress.at(copied.sessions);
     }
     let ids: HashSet<&str> = names
@@ -108,21 +119,7 @@ pub fn import(redis: &Redis, sled: &SledStore) -> Result<Copied, Error> {
     let mut progress = Progress::new("import: quota counters", counters.len());
     let now = unix_now();
     for chunk in counters.chunks(CHUNK) {
-        let mut pipe = redis::pipe();
-        for name in chunk {
-            pipe.cmd("GET").arg(name).cmd("PTTL").arg(name);
-        }
-        let raw: Vec<(Option<i64>, i64)> = redis.run(|c| {
-            let flat: Vec<redis::Value> = pipe.query(c)?;
-            Ok(flat
-                .chunks(2)
-                .map(|p| {
-                    let used = redis::from_redis_value(p[0].clone()).ok();
-                    let ttl = redis::from_redis_value(p[1].clone()).unwrap_or(-2);
-                    (used, ttl)
-                })
-                .collect())
-        })?;
+        let raw = with_pttl::<i64>(redis, chunk)?;
         let mut batch = Vec::new();
         for (name, (used, pttl)) in chunk.iter().zip(raw) {
             let (Some(used), Some(key)) = (used, owner(name, &ids)) else {
@@ -142,16 +139,44 @@ pub fn import(redis: &Redis, sled: &SledStore) -> Result<Copied, Error> {
     Ok(copied)
 }
 
+/// The value (None: not there, or not a `T`) and `PTTL` (-1: no TTL, -2:
+/// not there) of each of `names`, in one round trip.
+fn with_pttl<T: redis::FromRedisValue>(
+    redis: &Redis,
+    names: &[String],
+) -> Result<Vec<(Option<T>, i64)>, Error> {
+    let mut pipe = redis::pipe();
+    for name in names {
+        pipe.cmd("GET").arg(name).cmd("PTTL").arg(name);
+    }
+    redis.run(|c| {
+        let flat: Vec<redis::Value> = pipe.query(c)?;
+        Ok(flat
+            .chunks(2)
+            .map(|p| {
+                let value = redis::from_redis_value(p[0].clone()).ok();
+                let ttl = redis::from_redis_value(p[1].clone()).unwrap_or(-2);
+                (value, ttl)
+            })
+            .collect())
+    })
+}
+
 /// Copies every session and live quota counter of `sled` into `redis`.
 pub fn export(sled: &SledStore, redis: &Redis) -> Result<Copied, Error> {
-    let sessions = sled.scan(SESSIONS)?;
+    let sessions = sled.scan_stored(SESSIONS)?;
     let mut progress = Progress::new("export: sessions", sessions.len());
     let mut copied = Copied::default();
     for chunk in sessions.chunks(CHUNK) {
+        let now_ms = unix_now_ms();
         redis.run(|c| {
             let mut pipe = redis::pipe();
-            for (k, v) in chunk {
-                pipe.cmd("SET").arg(k).arg(v).ignore();
+            for (k, e) in chunk {
+                let set = pipe.cmd("SET").arg(k).arg(&e.value);
+                if let Some(at) = e.expires_at_ms {
+                    set.arg("PX").arg(at.saturating_sub(now_ms).max(1));
+                }
+                set.ignore();
             }
             pipe.query::<()>(c)
         })?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::{Connection, RedisResult};
 use sha2::{Digest, Sha256};
 
-use super::Store;
+use super::{Store, Stored, Write};
 use crate::error::Error;
 use crate::gateway::unix_now_ms;
 
@@ -340,9 +340,40 @@ impl Store for RedisStore {
         self.redis.run(|c| redis::cmd("GET").arg(key).query(c))
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        self.redis
-            .run(|c| redis::cmd("SET").arg(key).arg(value).query::<()>(c))
+    /// `GET` and `PTTL` in one transaction, so the deadline is the value's.
+    fn read(&self, key: &str) -> Result<Option<Stored>, Error> {
+        let (value, pttl): (Option<Vec<u8>>, i64) = self.redis.run(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .query(c)
+        })?;
+        let expires_at_ms = u64::try_from(pttl)
+            .ok()
+            .map(|ms| unix_now_ms().saturating_add(ms));
+        Ok(value.map(|value| Stored {
+            value,
+            expires_at_ms,
+        }))
+    }
+
+    /// `SET key value [EX ttl] [XX]` (Tyk's `SetKey`/`SetKeyEx`): without
+    /// `EX` the key loses any TTL it had.
+    fn write(&self, key: &str, value: &[u8], how: Write) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if how.ttl > 0 {
+            cmd.arg("EX").arg(how.ttl);
+        }
+        if how.existing_only {
+            cmd.arg("XX");
+        }
+        // "OK", or nil when XX found no key.
+        let reply: Option<String> = self.redis.run(|c| cmd.query(c))?;
+        Ok(reply.is_some())
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error> {

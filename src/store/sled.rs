@@ -1,14 +1,16 @@
 //! The embedded store: sled, with a sequence number that refuses to start
-//! on a store that lost acknowledged writes. The only code in the project
-//! that imports sled.
+//! on a store that lost acknowledged writes, and entries' lifetimes (a
+//! deadline stored with the value). The only code in the project that
+//! imports sled.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use super::Store;
+use super::{Store, Stored, Write};
 use crate::error::Error;
+use crate::gateway::unix_now_ms;
 
 /// The embedded sled store.
 ///
@@ -28,7 +30,13 @@ pub struct SledStore {
     failing: AtomicBool,
     /// Failed writes, for the metrics.
     write_errors: AtomicU64,
+    /// Held (by key stripe) across the check and the commit of a
+    /// conditional write, and of a delete, so an `existing_only` write
+    /// never lands after a delete that it saw the key before.
+    guards: [Mutex<()>; GUARDS],
 }
+
+const GUARDS: usize = 16;
 
 const SEQ_KEY: &str = "gatehouse-seq";
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
@@ -57,6 +65,7 @@ impl SledStore {
             round_done: Condvar::new(),
             failing: AtomicBool::new(false),
             write_errors: AtomicU64::new(0),
+            guards: std::array::from_fn(|_| Mutex::new(())),
         };
         let inside = store.stored_seq()?;
         let acknowledged = read_seq_file(path);
@@ -85,6 +94,59 @@ impl SledStore {
             path: self.path.clone(),
             message: e.to_string(),
         }
+    }
+
+    /// The guard of `key`'s stripe.
+    fn guard(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(key, &mut h);
+        let i = usize::try_from(std::hash::Hasher::finish(&h) % GUARDS as u64).unwrap_or(0);
+        self.guards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes every entry whose lifetime has passed (reads already treat
+    /// them as absent; this gives the space back). Each removal is a
+    /// compare-and-swap against the expired bytes, so an entry rewritten
+    /// meanwhile stays. Not counted in the sequence: losing a removal in a
+    /// crash only brings back an entry that still reads as absent.
+    pub fn sweep(&self) -> Result<usize, Error> {
+        let now = unix_now_ms();
+        let mut removed = 0;
+        for item in self.db.iter() {
+            let (k, raw) = item.map_err(|e| self.fail(e))?;
+            if !matches!(decode(&raw), (Some(at), _) if at <= now) {
+                continue;
+            }
+            let swapped = self
+                .db
+                .compare_and_swap(&k, Some(&raw), None as Option<&[u8]>)
+                .map_err(|e| self.fail(e))?;
+            removed += usize::from(swapped.is_ok());
+        }
+        Ok(removed)
+    }
+
+    /// Every live entry whose key starts with `prefix`, in key order, with
+    /// its deadline (`gatehouse export` keeps lifetimes).
+    pub fn scan_stored(&self, prefix: &str) -> Result<Vec<(String, Stored)>, Error> {
+        let (mut out, now) = (Vec::new(), unix_now_ms());
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| self.fail(e))?;
+            if let Some(entry) = live(&v, now) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes several entries, each with its deadline, in one durable batch
+    /// (`gatehouse import` keeps lifetimes).
+    pub fn set_many_stored(&self, entries: &[(String, Stored)]) -> Result<(), Error> {
+        let ops = entries
+            .iter()
+            .map(|(k, e)| (k.clone(), Some(encode(&e.value, e.expires_at_ms))))
+            .collect();
+        self.commit(ops)
     }
 
     /// Makes `ops` durable: returns once they are flushed with a sequence
@@ -157,8 +219,53 @@ impl SledStore {
     }
 }
 
-/// A key and its new value (None: removed).
+/// A key and its new value as stored (None: removed).
 type Op = (String, Option<Vec<u8>>);
+
+/// Starts a value stored with a lifetime: the tag, the deadline (unix ms,
+/// big-endian), then the value. No JSON or decimal text starts with a NUL,
+/// so values without a lifetime (and stores written before lifetimes
+/// existed) are kept as they are; a value that happens to start with the
+/// tag is tagged too (deadline 0: none), so reading is never ambiguous.
+const TAG: &[u8; 4] = b"\0ttl";
+const HEADER: usize = TAG.len() + 8;
+
+/// `value` as stored, gone at `expires_at_ms`.
+fn encode(value: &[u8], expires_at_ms: Option<u64>) -> Vec<u8> {
+    if expires_at_ms.is_none() && !value.starts_with(TAG) {
+        return value.to_vec();
+    }
+    let mut out = Vec::with_capacity(HEADER + value.len());
+    out.extend_from_slice(TAG);
+    out.extend_from_slice(&expires_at_ms.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// A stored value's deadline (None: never) and the value.
+fn decode(raw: &[u8]) -> (Option<u64>, &[u8]) {
+    let Some(rest) = raw.strip_prefix(TAG) else {
+        return (None, raw);
+    };
+    match rest.split_first_chunk::<8>() {
+        Some((at, value)) => {
+            let at = u64::from_be_bytes(*at);
+            ((at != 0).then_some(at), value)
+        }
+        None => (None, raw),
+    }
+}
+
+/// The entry stored as `raw`, unless its lifetime passed by `now_ms`.
+fn live(raw: &[u8], now_ms: u64) -> Option<Stored> {
+    match decode(raw) {
+        (Some(at), _) if at <= now_ms => None,
+        (expires_at_ms, value) => Some(Stored {
+            value: value.to_vec(),
+            expires_at_ms,
+        }),
+    }
+}
 
 /// The group commit's state. Rounds count from 1; a writer's ops belong
 /// to the round that is queued when it arrives.
@@ -226,35 +333,48 @@ fn open_error(path: &Path, e: sled::Error) -> Error {
 
 impl Store for SledStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let value = self.db.get(key).map_err(|e| self.fail(e))?;
-        Ok(value.map(|v| v.to_vec()))
+        Ok(self.read(key)?.map(|s| s.value))
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        self.commit(vec![(key.to_string(), Some(value.to_vec()))])
+    fn read(&self, key: &str) -> Result<Option<Stored>, Error> {
+        let raw = self.db.get(key).map_err(|e| self.fail(e))?;
+        Ok(raw.and_then(|r| live(&r, unix_now_ms())))
+    }
+
+    fn write(&self, key: &str, value: &[u8], how: Write) -> Result<bool, Error> {
+        let expires_at_ms = u64::try_from(how.ttl)
+            .ok()
+            .filter(|&ttl| ttl > 0)
+            .map(|ttl| unix_now_ms().saturating_add(ttl.saturating_mul(1000)));
+        let op = (key.to_string(), Some(encode(value, expires_at_ms)));
+        if !how.existing_only {
+            return self.commit(vec![op]).map(|()| true);
+        }
+        let _g = self.guard(key);
+        if self.read(key)?.is_none() {
+            return Ok(false);
+        }
+        self.commit(vec![op]).map(|()| true)
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error> {
         let ops = entries
             .iter()
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .map(|(k, v)| (k.clone(), Some(encode(v, None))))
             .collect();
         self.commit(ops)
     }
 
     fn delete(&self, key: &str) -> Result<bool, Error> {
-        let existed = self.db.contains_key(key).map_err(|e| self.fail(e))?;
+        let _g = self.guard(key);
+        let existed = self.read(key)?.is_some();
         self.commit(vec![(key.to_string(), None)])?;
         Ok(existed)
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(prefix) {
-            let (k, v) = item.map_err(|e| self.fail(e))?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
-        }
-        Ok(out)
+        let entries = self.scan_stored(prefix)?;
+        Ok(entries.into_iter().map(|(k, e)| (k, e.value)).collect())
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -268,11 +388,21 @@ impl Store for SledStore {
     fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
     }
+
+    fn sweep(&self) -> Result<usize, Error> {
+        SledStore::sweep(self)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys `scan` finds under `prefix`.
+    fn keys(s: &SledStore, prefix: &str) -> Vec<String> {
+        let entries = s.scan(prefix).unwrap();
+        entries.into_iter().map(|(k, _)| k).collect()
+    }
 
     #[test]
     fn writes_survive_reopen() {
@@ -290,13 +420,7 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.get("apikey-a").unwrap(), None);
-        let keys: Vec<String> = s
-            .scan("apikey-")
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, vec!["apikey-b"]);
+        assert_eq!(keys(&s, "apikey-"), vec!["apikey-b"]);
     }
 
     #[test]
@@ -326,6 +450,100 @@ mod tests {
         assert_eq!(s.scan("apikey-").unwrap().len(), 16 * 49);
         assert_eq!(s.get("apikey-3-0").unwrap(), None);
         assert_eq!(s.get("apikey-3-49").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    /// Stores `value` under `key` as already past its lifetime.
+    fn expired(s: &SledStore, key: &str, value: &[u8]) {
+        let raw = encode(value, Some(unix_now_ms() - 1));
+        s.db.insert(key, raw).unwrap();
+    }
+
+    #[test]
+    fn an_entry_past_its_lifetime_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        expired(&s, "apikey-old", b"{}");
+        s.set("apikey-new", b"{}").unwrap();
+        assert_eq!(s.get("apikey-old").unwrap(), None);
+        assert_eq!(s.read("apikey-old").unwrap(), None);
+        assert_eq!(keys(&s, "apikey-"), vec!["apikey-new"]);
+        assert!(!s.delete("apikey-old").unwrap());
+        expired(&s, "apikey-old", b"{}");
+        let xx = Write {
+            ttl: 0,
+            existing_only: true,
+        };
+        assert!(!s.write("apikey-old", b"{}", xx).unwrap());
+        assert_eq!(s.get("apikey-old").unwrap(), None);
+    }
+
+    #[test]
+    fn a_lifetime_is_kept_until_a_plain_write_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let before = unix_now_ms();
+        let ex = Write {
+            ttl: 60,
+            existing_only: false,
+        };
+        assert!(s.write("apikey-a", b"{\"a\":1}", ex).unwrap());
+        let got = s.read("apikey-a").unwrap().unwrap();
+        assert_eq!(got.value, b"{\"a\":1}");
+        let at = got.expires_at_ms.unwrap();
+        assert!(
+            at >= before + 60_000 && at <= unix_now_ms() + 60_000,
+            "{at}"
+        );
+        let keys = s.scan("apikey-").unwrap();
+        assert_eq!(keys, vec![("apikey-a".to_string(), b"{\"a\":1}".to_vec())]);
+        s.set("apikey-a", b"{}").unwrap();
+        assert_eq!(s.read("apikey-a").unwrap().unwrap().expires_at_ms, None);
+        assert_eq!(s.db.get("apikey-a").unwrap().unwrap().as_ref(), b"{}");
+    }
+
+    #[test]
+    fn existing_only_writes_never_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let xx = Write {
+            ttl: 5,
+            existing_only: true,
+        };
+        assert!(!s.write("apikey-a", b"1", xx).unwrap());
+        assert_eq!(s.get("apikey-a").unwrap(), None);
+        s.set("apikey-a", b"0").unwrap();
+        assert!(s.write("apikey-a", b"1", xx).unwrap());
+        assert_eq!(s.get("apikey-a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(s.delete("apikey-a").unwrap());
+        assert!(!s.write("apikey-a", b"2", xx).unwrap());
+        assert_eq!(s.get("apikey-a").unwrap(), None);
+    }
+
+    #[test]
+    fn values_that_look_tagged_read_back_as_written() {
+        for value in [&b"\0ttl"[..], b"\0ttl\0\0\0\0\0\0\0\x01x", b"\0t", b""] {
+            assert_eq!(decode(&encode(value, None)), (None, value));
+            assert_eq!(decode(&encode(value, Some(7))), (Some(7), value));
+        }
+    }
+
+    #[test]
+    fn a_sweep_removes_only_entries_past_their_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        expired(&s, "apikey-old", b"{}");
+        expired(&s, "quota-old", b"1");
+        let ex = Write {
+            ttl: 60,
+            existing_only: false,
+        };
+        s.write("apikey-live", b"{}", ex).unwrap();
+        s.set("apikey-forever", b"{}").unwrap();
+        assert_eq!(s.sweep().unwrap(), 2);
+        assert_eq!(s.db.get("apikey-old").unwrap(), None);
+        assert!(s.db.get("apikey-live").unwrap().is_some());
+        assert!(s.db.get("apikey-forever").unwrap().is_some());
+        assert_eq!(s.sweep().unwrap(), 0);
     }
 
     #[test]

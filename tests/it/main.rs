@@ -22,6 +22,7 @@ mod env;
 mod errors;
 mod health;
 mod jwt;
+mod lifetime;
 mod limits;
 mod metrics;
 mod migrate;

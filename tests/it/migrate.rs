@@ -1,7 +1,7 @@
 //! Issue 12, item 5: `gatehouse import --from-redis` and `export
 //! --to-redis` move every key and its quota counter between a Redis in
 //! Tyk's layout and the embedded store: 10,000 keys both ways, re-runnable,
-//! and the keys work on a gateway afterwards.
+//! lifetimes kept, and the keys work on a gateway afterwards.
 
 use serde_json::{Value, json};
 
@@ -45,6 +45,12 @@ fn seed(r: &RedisServer) {
         }
         pipe.query::<()>(&mut c).unwrap();
     }
+    // One session with a lifetime, which both ways keep.
+    ::redis::cmd("EXPIRE")
+        .arg("apikey-key0")
+        .arg(3600)
+        .query::<()>(&mut c)
+        .unwrap();
     // Noise a migration must leave out.
     ::redis::cmd("SET")
         .arg("quota-key1-lock")
@@ -110,6 +116,9 @@ fn ten_thousand_keys_go_to_the_embedded_store_and_back_with_their_quotas() {
     assert_eq!(to.cli(&["GET", "quota-key9999"]), (9999 % 50).to_string());
     let ttl: i64 = to.cli(&["TTL", "quota-key42"]).parse().unwrap();
     assert!((3000..=3600).contains(&ttl), "{ttl}");
+    let ttl: i64 = to.cli(&["TTL", "apikey-key0"]).parse().unwrap();
+    assert!((3000..=3600).contains(&ttl), "session lifetime kept: {ttl}");
+    assert_eq!(to.cli(&["TTL", "apikey-key42"]), "-1");
     let back: Value = serde_json::from_str(&to.cli(&["GET", "apikey-key42"])).unwrap();
     assert_eq!(back["alias"], "user-42");
     assert_eq!(back["tyk_only_field"]["n"], 42);
