@@ -30,6 +30,12 @@ pub mod store;
 pub mod upstream;
 pub mod watch;
 
+/// A hash map for the request path: foldhash, seeded per map, instead of
+/// SipHash (which cost 6% of a proxied request's instructions). Its keys are
+/// ours (tokens, addresses, bucket names of stored keys), never raw client
+/// input.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -259,7 +259,7 @@ fn upstream_head(x: &Exchange<'_>, upstream: &Target, target: &str, out: &mut Ve
                 out.extend_from_slice(value);
                 out.extend_from_slice(b", ");
             }
-            let _ = io::Write::write_fmt(out, format_args!("{}", req.peer.ip()));
+            write_ip(out, req.peer.ip());
         });
     }
     if own_host {
@@ -273,6 +273,30 @@ fn upstream_head(x: &Exchange<'_>, upstream: &Target, target: &str, out: &mut Ve
         );
     }
     head.finish(req.framing);
+}
+
+/// Writes `ip` as text: IPv4 by hand (`Display` goes through the
+/// formatter, a thousand instructions per request), IPv6 as `Display` does.
+fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = io::Write::write_fmt(out, format_args!("{v6}"));
+        }
+    }
 }
 
 /// A request ready for its upstream, and what the client's response needs.
@@ -677,6 +701,23 @@ impl Read for Capped<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.100.255",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            super::write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
+
     use super::*;
     use serde_json::json;
     use std::path::Path;

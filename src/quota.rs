@@ -5,9 +5,9 @@
 //! in one batch (never a store write per request), and `load` reads them
 //! back at start. Stored as `quota-[scope-]<stored id>`, Tyk's names.
 
-use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
+
+use crate::FastMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -58,7 +58,9 @@ pub struct QuotaDecision {
 }
 
 pub struct Quotas {
-    shards: Vec<Mutex<HashMap<String, Counter>>>,
+    shards: Vec<Mutex<FastMap<String, Counter>>>,
+    /// Picks a key's shard (its own seed: not the maps' hash).
+    pick: foldhash::fast::RandomState,
     store: Arc<dyn Store>,
     /// Held while persisting or resetting, so a reset is never undone by
     /// a persist that read the counter before it.
@@ -93,7 +95,8 @@ impl Quotas {
     /// Loads the persisted counters.
     pub fn load(store: Arc<dyn Store>) -> Result<Quotas, Error> {
         let q = Quotas {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            pick: Default::default(),
             store,
             persisting: Mutex::new(()),
         };
@@ -111,10 +114,8 @@ impl Quotas {
         Ok(q)
     }
 
-    fn shard(&self, name: &str) -> &Mutex<HashMap<String, Counter>> {
-        let mut h = DefaultHasher::new();
-        name.hash(&mut h);
-        &self.shards[usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0)]
+    fn shard(&self, name: &str) -> &Mutex<FastMap<String, Counter>> {
+        &self.shards[usize::try_from(self.pick.hash_one(name) % SHARDS as u64).unwrap_or(0)]
     }
 
     /// Counts one request against counter `name` (refused ones count too).

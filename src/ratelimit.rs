@@ -5,9 +5,9 @@
 //! is one step under a lock: concurrent requests never over-allow. Which
 //! bucket a request uses is the pipeline's business.
 
-use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
+
+use crate::FastMap;
 use std::sync::Mutex;
 
 const SHARDS: usize = 32;
@@ -56,22 +56,23 @@ struct Window {
 }
 
 pub struct RateLimiter {
-    shards: Vec<Mutex<HashMap<String, Window>>>,
+    shards: Vec<Mutex<FastMap<String, Window>>>,
+    /// Picks a key's shard (its own seed: not the maps' hash).
+    pick: foldhash::fast::RandomState,
 }
 
 impl Default for RateLimiter {
     fn default() -> Self {
         RateLimiter {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            pick: Default::default(),
         }
     }
 }
 
 impl RateLimiter {
-    fn shard(&self, bucket: &str) -> &Mutex<HashMap<String, Window>> {
-        let mut h = DefaultHasher::new();
-        bucket.hash(&mut h);
-        let i = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
+    fn shard(&self, bucket: &str) -> &Mutex<FastMap<String, Window>> {
+        let i = usize::try_from(self.pick.hash_one(bucket) % SHARDS as u64).unwrap_or(0);
         &self.shards[i]
     }
 

@@ -1,8 +1,6 @@
 //! The version table an API compiles (CONTRACT §7) and the expiry dates of
 //! APIs and versions. Choosing a request's version is `pipeline::version`'s.
 
-use std::collections::HashMap;
-
 use super::ApiDefinition;
 
 /// When something stops being served.
@@ -55,7 +53,7 @@ pub struct Versioning {
     pub strip_path: bool,
     pub default_version: String,
     pub fallback_to_default: bool,
-    pub versions: HashMap<String, Expiry>,
+    pub versions: crate::FastMap<String, Expiry>,
     /// For a non-versioned API: the version every request uses, or the
     /// 403 message; resolved at load, not per request.
     pub unversioned: Result<(String, Expiry), &'static str>,

@@ -104,7 +104,6 @@ pub fn http_date(unix: i64) -> String {
 mod tests {
     use super::*;
     use crate::apidef::non_versioned_default;
-    use std::collections::HashMap;
 
     fn versioning(names: &[&str]) -> Versioning {
         Versioning {
@@ -117,7 +116,7 @@ mod tests {
             versions: names
                 .iter()
                 .map(|n| (n.to_string(), Expiry::Never))
-                .collect::<HashMap<_, _>>(),
+                .collect::<crate::FastMap<_, _>>(),
             unversioned: Err("computed by non_versioned_default"),
         }
     }

@@ -11,7 +11,6 @@
 //! connections spread evenly; a connection stays with its room for life
 //! (a worker hands it back there).
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -25,6 +24,7 @@ use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::FastMap;
 use crate::http::body::READ_CHUNK;
 use crate::http::codec::{self, head_ready, leading_blank};
 use crate::http::{Framing, Response, Stream, Wire};
@@ -46,10 +46,10 @@ pub(super) struct WaitingRoom {
     index: usize,
     poll: Poll,
     listeners: Vec<Listener>,
-    conns: HashMap<Token, Conn>,
-    ups: HashMap<Token, Up>,
+    conns: FastMap<Token, Conn>,
+    ups: FastMap<Token, Up>,
     /// The loop's idle upstream connections by address.
-    pool: HashMap<SocketAddr, Vec<Token>>,
+    pool: FastMap<SocketAddr, Vec<Token>>,
     next_token: usize,
     shared: Arc<Shared>,
     jobs: Sender<Job>,
@@ -73,9 +73,9 @@ impl WaitingRoom {
             next_token: listeners.len(),
             poll,
             listeners,
-            conns: HashMap::new(),
-            ups: HashMap::new(),
-            pool: HashMap::new(),
+            conns: FastMap::default(),
+            ups: FastMap::default(),
+            pool: FastMap::default(),
             shared,
             jobs,
             back,
