@@ -9,7 +9,8 @@
   report.py table RESULTS_TSV CLK_TCK
       prints one table per concurrency: medians over rounds, and ratios of
       those medians against the nginx proxy; the TLS variant's (tls) against
-      the nginx TLS proxy (nginx-tls) of the same run instead. The redis
+      the nginx TLS proxy (nginx-tls) of the same run instead, and the
+      unpinned gateway's (allcores) against the unpinned nginx (nginx-all). The redis
       variant's cpu_ticks are its gateway's plus redis-server's (run.sh).
 
 RESULTS_TSV columns: conns round variant requests elapsed_s non2xx
@@ -23,12 +24,13 @@ import sys
 UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 VARIANTS = [
     "direct", "nginx", "keyless", "keyed", "redis", "messy", "policy", "basic", "jwths", "jwtrs", "real",
-    "nginx-tls", "tls",
+    "nginx-tls", "tls", "nginx-all", "allcores",
 ]
 # The baseline each variant's ratios are taken against; a baseline gets none.
 BASELINE = {v: "nginx" for v in VARIANTS}
 BASELINE["tls"] = "nginx-tls"  # issue 11: https against https, same certificate
-BASELINE["nginx"] = BASELINE["nginx-tls"] = None
+BASELINE["allcores"] = "nginx-all"  # issue 13: neither pinned, both on every cpu
+BASELINE["nginx"] = BASELINE["nginx-tls"] = BASELINE["nginx-all"] = None
 NAMES = {
     "direct": "direct upstream",
     "nginx": "nginx proxy",
@@ -43,6 +45,8 @@ NAMES = {
     "real": "gatehouse realistic",
     "nginx-tls": "nginx tls proxy",
     "tls": "gatehouse tls",
+    "nginx-all": "nginx all-cores",
+    "allcores": "gatehouse all-cores",
 }
 
 
@@ -117,11 +121,13 @@ def table(path, clk_tck):
             f"median / nginx proxy median"
         )
         hdr = (
-            f"{'variant':<18} {'ok req/s':>10} {'spread':>7} {'p50':>8} {'p99':>8} "
+            f"{'variant':<20} {'ok req/s':>10} {'spread':>7} {'p50':>8} {'p99':>8} "
             f"{'CPU us/req':>10} {'errors':>7} {'req/s x':>8} {'p99 x':>6} {'CPU x':>6} {'other CPU':>9}"
         )
         if "tls" in by:
             print("  (gatehouse tls: ratios against nginx tls proxy, both over https)")
+        if "allcores" in by:
+            print("  (gatehouse all-cores: ratios against nginx all-cores, neither pinned)")
         print(hdr)
         print("-" * len(hdr))
         med = {}
@@ -149,7 +155,7 @@ def table(path, clk_tck):
             else:
                 rx = px = cx = ""
             print(
-                f"{NAMES[v]:<18} {m['ok_rps']:>10,.0f} {spread:>6.1f}% {fmt_lat(m['p50']):>8} "
+                f"{NAMES[v]:<20} {m['ok_rps']:>10,.0f} {spread:>6.1f}% {fmt_lat(m['p50']):>8} "
                 f"{fmt_lat(m['p99']):>8} {m['cpu']:>10.2f} {errors:>7} {rx:>8} {px:>6} {cx:>6} "
                 f"{m['other']:>8.1f}%"
             )

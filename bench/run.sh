@@ -3,8 +3,9 @@
 # and Gatehouse (keyless and keyed) side by side, wrk pinned to cpu 0 and
 # every server pinned to cpu 1; issue 11 adds the same over TLS (an nginx
 # and a Gatehouse on https with one self-signed certificate); issue 12's
-# --store redis adds a redis-server and a Gatehouse in cluster mode on it.
-# See bench/README.md.
+# --store redis adds a redis-server and a Gatehouse in cluster mode on it;
+# issue 13's nginx-all and allcores are an nginx (worker_processes auto)
+# and a Gatehouse (its default threads) that nothing pins. See bench/README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +22,8 @@ TX_PORT=9004    # nginx proxy over TLS (bench/proxy-tls-nginx.conf)
 GT_PORT=9005    # Gatehouse over TLS
 RD_PORT=9006    # redis-server (--store redis)
 GR_PORT=9007    # Gatehouse with storage.type redis (--store redis)
+AX_PORT=9008    # nginx proxy on every core, unpinned (bench/proxy-all-nginx.conf)
+GA_PORT=9009    # Gatehouse with its default threads, unpinned
 
 usage() {
     cat <<'EOF'
@@ -45,7 +48,8 @@ Usage: bench/run.sh [options]
   --quick           smoke test: 1 round, 3 s, c=32 only
   --variants LIST   measure only these variants (nginx is always
                     added, the ratios need it; tls adds nginx-tls,
-                    its baseline; redis implies --store redis)  [all]
+                    its baseline, and allcores adds nginx-all;
+                    redis implies --store redis)                [all]
   --store TYPE      sled, or redis: also start a redis-server on
                     9006 and a Gatehouse in cluster mode on it (9007),
                     and measure the variant redis (keyed through
@@ -101,11 +105,15 @@ for c in $CONNS; do ((c >= 1)) || die "concurrency must be >= 1"; done
 # Issue 12: redis (keyed through a Gatehouse whose store and counters are in
 # a redis-server) needs those two servers: --store redis adds it to what
 # --variants asks for, and --variants redis implies --store redis.
-VARIANTS=(direct nginx keyless keyed redis messy policy basic jwths jwtrs real nginx-tls tls)
+# Issue 13: nginx-all and allcores run on servers of their own that nothing
+# pins (nginx with worker_processes auto, Gatehouse as configured by default);
+# allcores's ratios are taken against nginx-all, so asking for allcores adds it.
+VARIANTS=(direct nginx keyless keyed redis messy policy basic jwths jwtrs real nginx-tls tls nginx-all allcores)
 [[ " ${ONLY//,/ } " == *" redis "* ]] && STORE=redis
 if [[ -n $ONLY ]]; then
     wanted=" nginx ${ONLY//,/ } "
     [[ $wanted == *" tls "* ]] && wanted+="nginx-tls "
+    [[ $wanted == *" allcores "* ]] && wanted+="nginx-all "
     [[ $STORE == redis ]] && wanted+="redis "
     for v in ${ONLY//,/ }; do
         [[ " ${VARIANTS[*]} " == *" $v "* ]] || die "--variants: unknown variant '$v' (known: ${VARIANTS[*]})"
@@ -120,6 +128,9 @@ elif [[ $STORE != redis ]]; then
 fi
 has_variant() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
 TX=0 GT=0 RD=0  # start the TLS nginx / the TLS Gatehouse / redis-server and its Gatehouse
+AX=0 GA=0       # start the unpinned nginx / the unpinned Gatehouse (issue 13)
+has_variant nginx-all && AX=1
+has_variant allcores && GA=1
 has_variant nginx-tls && TX=1
 has_variant tls && GT=1
 has_variant redis && RD=1
@@ -131,6 +142,7 @@ MADE_POLICY=0
 UP_PID= PX_PID= GH_PID=
 TX_PID= GT_PID=    # the TLS nginx and Gatehouse, started only for the TLS variants
 RD_PID= GR_PID=    # redis-server and its Gatehouse, started only for --store redis
+AX_PID= GA_PID=    # the unpinned nginx and Gatehouse, started only for nginx-all, allcores
 MADE_TLS_FILES=0   # the certificate copied into $NGINX_RUN
 BG_PID= BG_NAME=   # wrk or the key pre-loader while one runs
 GH_STARTS=0
@@ -205,10 +217,12 @@ cleanup() {
     trap - EXIT INT TERM
     [[ -n $BG_PID ]] && stop_pid "$BG_PID" "$BG_NAME"
     [[ -n $GT_PID ]] && stop_pid "$GT_PID" "gatehouse tls"
+    [[ -n $GA_PID ]] && stop_pid "$GA_PID" "gatehouse all-cores"
     [[ -n $GR_PID ]] && stop_pid "$GR_PID" "gatehouse redis"
     [[ -n $RD_PID ]] && stop_pid "$RD_PID" redis-server
     [[ -n $GH_PID ]] && stop_pid "$GH_PID" gatehouse
     [[ -n $TX_PID ]] && stop_nginx "$TX_PID" "nginx tls proxy"
+    [[ -n $AX_PID ]] && stop_nginx "$AX_PID" "nginx all-cores proxy"
     [[ -n $PX_PID ]] && stop_nginx "$PX_PID" "nginx proxy"
     [[ -n $UP_PID ]] && stop_nginx "$UP_PID" "nginx upstream"
     if ((MADE_POLICY)); then rm -f /usr/sbin/policy-rc.d; fi
@@ -304,10 +318,12 @@ ports=("$UP_PORT" "$PX_PORT" "$GH_PORT")
 ((TX)) && ports+=("$TX_PORT")
 ((GT)) && ports+=("$GT_PORT")
 ((RD)) && ports+=("$RD_PORT" "$GR_PORT")
+((AX)) && ports+=("$AX_PORT")
+((GA)) && ports+=("$GA_PORT")
 for p in "${ports[@]}"; do
     port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark or server?)"
 done
-for f in "$NGINX_RUN"/upstream.pid "$NGINX_RUN"/proxy.pid "$NGINX_RUN"/proxy-tls.pid; do
+for f in "$NGINX_RUN"/upstream.pid "$NGINX_RUN"/proxy.pid "$NGINX_RUN"/proxy-tls.pid "$NGINX_RUN"/proxy-all.pid; do
     if [[ -f $f ]] && alive "$(cat "$f" 2>/dev/null)"; then
         die "$f names a running process: is another benchmark running?"
     fi
@@ -366,11 +382,12 @@ wait_http() { # wait_http PID NAME URL LOG SECONDS
     exit 1
 }
 
-start_nginx() { # start_nginx CONF NAME ERRLOG -> sets REPLY to the master PID
-    local conf=$1 name=$2 err=$3
+start_nginx() { # start_nginx CONF NAME ERRLOG [unpinned] -> sets REPLY to the master PID
+    local conf=$1 name=$2 err=$3 pin=(taskset -c "$SERVER_CPU")
+    [[ ${4:-} == unpinned ]] && pin=()
     "$NGINX" -t -q -c "$conf" -e "$err" -p "$NGINX_RUN/" >"$RUN/$name-test.log" 2>&1 ||
         { cat "$RUN/$name-test.log" >&2; die "$name: nginx -t rejected $conf"; }
-    taskset -c "$SERVER_CPU" "$NGINX" -c "$conf" -e "$err" -p "$NGINX_RUN/" \
+    "${pin[@]}" "$NGINX" -c "$conf" -e "$err" -p "$NGINX_RUN/" \
         >"$RUN/$name.out" 2>&1 &
     REPLY=$!
 }
@@ -391,6 +408,15 @@ if ((TX)); then
     start_nginx "$TX_CONF" proxy-tls "$NGINX_RUN/proxy-tls.err"
     TX_PID=$REPLY
     wait_http "$TX_PID" "nginx tls proxy" "https://127.0.0.1:$TX_PORT/" "$NGINX_RUN/proxy-tls.err" 10
+fi
+
+AX_CONF=$HERE/proxy-all-nginx.conf   # ours only: ../shared/bench/ has no all-cores proxy
+if ((AX)); then
+    # Issue 13: no taskset: nginx's worker_processes auto on every cpu.
+    log "starting nginx all-cores proxy ($AX_CONF), not pinned"
+    start_nginx "$AX_CONF" proxy-all "$NGINX_RUN/proxy-all.err" unpinned
+    AX_PID=$REPLY
+    wait_http "$AX_PID" "nginx all-cores proxy" "http://127.0.0.1:$AX_PORT/" "$NGINX_RUN/proxy-all.err" 10
 fi
 
 SECRET=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
@@ -426,6 +452,10 @@ if ((GT)); then
     "certificates": [{"domain_name": "127.0.0.1", "cert_file": "tls.crt", "key_file": "tls.key"}]}' \
         >"$RUN/tyk-tls.conf"
 fi
+# Issue 13: the all-cores gateway: the same, on its own port and store; it
+# sets nothing about threads (no event_loops, the workers only if --workers
+# does for all), and start_gatehouse does not pin it.
+((GA)) && gh_conf "$GA_PORT" '{"type": "sled", "path": "store-all"}' >"$RUN/tyk-all.conf"
 # Issue 12: the cluster-mode gateway: the same, on its own port, with its
 # sessions, quotas and rate limits in the run's redis-server.
 if ((RD)); then
@@ -516,10 +546,16 @@ cat >"$RUN/apps/bench-open.json" <<EOF
 }
 EOF
 
-start_gatehouse() { # start_gatehouse [tls|redis]: the plain gateway (GH_PID, GH_LOG), the TLS
-    # one (GT_PID, GT_LOG) or the cluster-mode one (GR_PID, GR_LOG)
+start_gatehouse() { # start_gatehouse [tls|redis|all]: the plain gateway (GH_PID, GH_LOG), the TLS
+    # one (GT_PID, GT_LOG), the cluster-mode one (GR_PID, GR_LOG) or the
+    # unpinned one (GA_PID, GA_LOG); all but the last pinned to the server cpu
     local name=gatehouse conf=$RUN/tyk.conf port=$GH_PORT scheme=http logf pid i t0=$SECONDS
-    if [[ ${1:-} == tls ]]; then
+    local pin=(taskset -c "$SERVER_CPU")
+    if [[ ${1:-} == all ]]; then
+        name="gatehouse all-cores" conf=$RUN/tyk-all.conf port=$GA_PORT logf=$RUN/gatehouse.all.log
+        GA_LOG=$logf
+        pin=()
+    elif [[ ${1:-} == tls ]]; then
         name="gatehouse tls" conf=$RUN/tyk-tls.conf port=$GT_PORT scheme=https logf=$RUN/gatehouse.tls.log
         GT_LOG=$logf
     elif [[ ${1:-} == redis ]]; then
@@ -530,9 +566,9 @@ start_gatehouse() { # start_gatehouse [tls|redis]: the plain gateway (GH_PID, GH
         GH_LOG=$logf
     fi
     : >"$logf"   # exists before the wait below reads it
-    taskset -c "$SERVER_CPU" "$BIN" --conf "$conf" 2>"$logf" >/dev/null &
+    "${pin[@]}" "$BIN" --conf "$conf" 2>"$logf" >/dev/null &
     pid=$!
-    case ${1:-} in tls) GT_PID=$pid ;; redis) GR_PID=$pid ;; *) GH_PID=$pid ;; esac
+    case ${1:-} in tls) GT_PID=$pid ;; redis) GR_PID=$pid ;; all) GA_PID=$pid ;; *) GH_PID=$pid ;; esac
     # Start-up loads every stored session: allow time for large stores.
     for ((i = 0; i < 3000; i++)); do
         alive "$pid" || { tail -n 30 "$logf" >&2; die "$name exited during start-up (log above)"; }
@@ -605,16 +641,32 @@ if ((KEYS)); then
     start_gatehouse
 fi
 
+create_key() { # create_key NAME BASE_URL [curl args]: a key like the keyed variant's, made
+    # the same way through that gateway's admin API; sets KEY_ANSWER to its answer, REPLY to the key
+    local name=$1 base=$2
+    shift 2
+    KEY_ANSWER=$(curl -s --max-time 10 "$@" -X POST "$base/tyk/keys/create" \
+        -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' -d "$key_body") ||
+        die "key create request to $name failed"
+    REPLY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$KEY_ANSWER" 2>/dev/null) ||
+        die "key create on $name did not answer a key: $KEY_ANSWER"
+}
+
 if ((GT)); then
-    # Issue 11: the TLS gateway on its own store, with a key like the keyed
-    # variant's, made the same way, over https on its admin API.
+    # Issue 11: the TLS gateway on its own store, with its own key, made over
+    # https on its admin API.
     log "starting gatehouse tls on cpu $SERVER_CPU"
     start_gatehouse tls
-    answer=$(curl -s --max-time 10 --cacert "$CERT" -X POST "https://127.0.0.1:$GT_PORT/tyk/keys/create" \
-        -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' -d "$key_body") ||
-        die "key create request to gatehouse tls failed"
-    TKEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
-        die "key create on gatehouse tls did not answer a key: $answer"
+    create_key "gatehouse tls" "https://127.0.0.1:$GT_PORT" --cacert "$CERT"
+    TKEY=$REPLY
+fi
+
+if ((GA)); then
+    # Issue 13: the unpinned gateway on its own store, with its own key.
+    log "starting gatehouse all-cores, not pinned"
+    start_gatehouse all
+    create_key "gatehouse all-cores" "http://127.0.0.1:$GA_PORT"
+    AKEY=$REPLY
 fi
 
 if ((RD)); then
@@ -637,12 +689,9 @@ if ((RD)); then
     # made the same way through its own admin API (so it lands in Redis).
     log "starting gatehouse redis on cpu $SERVER_CPU"
     start_gatehouse redis
-    answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$GR_PORT/tyk/keys/create" \
-        -H "x-tyk-authorization: $SECRET" -H 'Content-Type: application/json' -d "$key_body") ||
-        die "key create request to gatehouse redis failed"
-    RKEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer" 2>/dev/null) ||
-        die "key create on gatehouse redis did not answer a key: $answer"
-    RKEY_HASH=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("key_hash", ""))' "$answer")
+    create_key "gatehouse redis" "http://127.0.0.1:$GR_PORT"
+    RKEY=$REPLY
+    RKEY_HASH=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("key_hash", ""))' "$KEY_ANSWER")
 fi
 
 # Every variant must answer 200 "ok" before anything is measured.
@@ -668,6 +717,9 @@ declare -A URL=(
     [tls]="https://127.0.0.1:$GT_PORT/keyed/"
     # Issue 12: the keyed API through the gateway whose store and counters are in Redis.
     [redis]="http://127.0.0.1:$GR_PORT/keyed/"
+    # Issue 13: nginx and the keyed API on servers that nothing pins.
+    [nginx-all]="http://127.0.0.1:$AX_PORT/"
+    [allcores]="http://127.0.0.1:$GA_PORT/keyed/"
 )
 check_ok() { # check_ok NAME URL [curl args]
     local name=$1 url=$2 body code
@@ -696,6 +748,12 @@ if ((GT)); then
     check_ok "gatehouse tls keyed" "${URL[tls]}" -H "Authorization: $TKEY"
     code=$(http_code "${URL[tls]}")
     [[ $code == 401 || $code == 403 ]] || die "gatehouse tls answered $code without a key: auth is not enforced"
+fi
+((AX)) && check_ok "nginx all-cores proxy" "${URL[nginx-all]}"
+if ((GA)); then
+    check_ok "gatehouse all-cores keyed" "${URL[allcores]}" -H "Authorization: $AKEY"
+    code=$(http_code "${URL[allcores]}")
+    [[ $code == 401 || $code == 403 ]] || die "gatehouse all-cores answered $code without a key: auth is not enforced"
 fi
 if ((RD)); then
     check_ok "gatehouse redis keyed" "${URL[redis]}" -H "Authorization: $RKEY"
@@ -729,6 +787,8 @@ target_pids() { # the processes whose CPU a variant is charged
         nginx-tls) echo "$TX_PID $(nginx_workers "$TX_PID")" ;;
         tls) echo "$GT_PID" ;;
         redis) echo "$GR_PID $RD_PID" ;;   # both serve each request
+        nginx-all) echo "$AX_PID $(nginx_workers "$AX_PID")" ;;
+        allcores) echo "$GA_PID" ;;
     esac
 }
 sys_busy() { # busy clock ticks of the whole machine: user nice system irq softirq steal
@@ -780,6 +840,7 @@ run_wrk() { # run_wrk VARIANT CONNS SECONDS OUTFILE
     [[ $v == real ]] && args+=(-H "Authorization: $KEY" -H "Origin: https://app.example")
     [[ $v == tls ]] && args+=(-H "Authorization: $TKEY")
     [[ $v == redis ]] && args+=(-H "Authorization: $RKEY")
+    [[ $v == allcores ]] && args+=(-H "Authorization: $AKEY")
     bg_wait wrk "$out" timeout $((d + 30)) taskset -c "$LOAD_CPU" wrk "${args[@]}" "${URL[$v]}" ||
         { cat "$out" >&2; die "wrk failed for $v at c=$c"; }
 }
@@ -789,6 +850,8 @@ check_servers() {
     alive "$GH_PID" || { tail -n 30 "$GH_LOG" >&2; die "gatehouse died during the run (log above)"; }
     if ((TX)); then alive "$TX_PID" || die "nginx tls proxy died (see $NGINX_RUN/proxy-tls.err)"; fi
     if ((GT)); then alive "$GT_PID" || { tail -n 30 "$GT_LOG" >&2; die "gatehouse tls died during the run (log above)"; }; fi
+    if ((AX)); then alive "$AX_PID" || die "nginx all-cores proxy died (see $NGINX_RUN/proxy-all.err)"; fi
+    if ((GA)); then alive "$GA_PID" || { tail -n 30 "$GA_LOG" >&2; die "gatehouse all-cores died during the run (log above)"; }; fi
     if ((RD)); then
         alive "$RD_PID" || { tail -n 30 "$RD_LOG" >&2; die "redis-server died during the run (log above)"; }
         alive "$GR_PID" || { tail -n 30 "$GR_LOG" >&2; die "gatehouse redis died during the run (log above)"; }
@@ -807,11 +870,15 @@ ALL_PIDS="$UP_PID $(nginx_workers "$UP_PID") $PX_PID $(nginx_workers "$PX_PID") 
 ((TX)) && ALL_PIDS+=" $TX_PID $(nginx_workers "$TX_PID")"
 ((GT)) && ALL_PIDS+=" $GT_PID"
 ((RD)) && ALL_PIDS+=" $GR_PID $RD_PID"
+((AX)) && ALL_PIDS+=" $AX_PID $(nginx_workers "$AX_PID")"
+((GA)) && ALL_PIDS+=" $GA_PID"
 GH_LOG_START=$(wc -l <"$GH_LOG")
 GT_LOG_START=0
 ((GT)) && GT_LOG_START=$(wc -l <"$GT_LOG")
 GR_LOG_START=0
 ((RD)) && GR_LOG_START=$(wc -l <"$GR_LOG")
+GA_LOG_START=0
+((GA)) && GA_LOG_START=$(wc -l <"$GA_LOG")
 # Issue 12: every answer wrk counted from the redis variant (warm-ups
 # included; +1 for the check above), to set beside its quota counter in Redis.
 REDIS_REQUESTS=1
@@ -886,6 +953,14 @@ if ((TX || GT)); then
     ((TX)) && echo "          nginx tls proxy $TX_CONF on $TX_PORT: TLSv1.2-1.3, nginx defaults otherwise; $TX_NEGOTIATED"
     ((GT)) && echo "          gatehouse tls on $GT_PORT: use_ssl, own store, 1 key (as keyed); $GT_NEGOTIATED"
 fi
+if ((AX || GA)); then
+    # Issue 13: what the kernel allows them, read back, and what they run.
+    cpus_of() { awk '/^Cpus_allowed_list/ {print $2}' /proc/"$1"/status 2>/dev/null; }
+    echo "allcores: not pinned (no taskset); wrk and the nginx upstream as above; allcores's ratios"
+    echo "          are against nginx all-cores; on this $NCPU-cpu machine they share the cpus with wrk:"
+    ((AX)) && echo "          nginx all-cores $AX_CONF on $AX_PORT: worker_processes auto = $(wc -w <<<"$(nginx_workers "$AX_PID")") worker(s), cpus $(cpus_of "$AX_PID")"
+    ((GA)) && echo "          gatehouse all-cores on $GA_PORT: default threads ($(awk '/^Threads/ {print $2}' /proc/"$GA_PID"/status) threads), own store, 1 key (as keyed), cpus $(cpus_of "$GA_PID")"
+fi
 if ((RD)); then
     echo "redis   : redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on $RD_PORT (--save \"\" --appendonly no), on cpu $SERVER_CPU with the servers;"
     echo "          gatehouse redis on $GR_PORT: storage.type redis (sessions, quota and rate limit counted"
@@ -897,8 +972,8 @@ echo "columns : ok req/s = 2xx/3xx responses per second (wrk's total minus 'Non-
 echo "          spread = (max-min)/median of ok req/s over rounds; CPU us/req = utime+stime"
 echo "          of the server under test (direct: the upstream nginx, master+worker) / requests;"
 echo "          errors = non-2xx/3xx responses + socket errors, summed over rounds;"
-nservers=$((3 + TX + GT + 2 * RD))
-nservers=$(sed -n "${nservers}p" <<<$'one\ntwo\nthree\nfour\nfive\nsix\nseven')
+nservers=$((3 + TX + GT + 2 * RD + AX + GA))
+nservers=$(sed -n "${nservers}p" <<<$'one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine')
 echo "          other CPU = CPU used by anything but wrk and the $nservers servers during"
 echo "          the run, in % of one cpu (median; > 10% means a disturbed measurement)"
 python3 "$HERE/report.py" table "$RESULTS" "$CLK_TCK"
@@ -912,6 +987,12 @@ if ((TX)); then
     echo "  nginx tls proxy : worker $(mib "$tx_worker_hwm"), master $(mib "$(hwm_kib "$TX_PID")")"
 fi
 ((GT)) && echo "  gatehouse tls   : $(mib "$(hwm_kib "$GT_PID")") with 1 key in the store"
+if ((AX)); then
+    ax_worker_hwm=0
+    for w in $(nginx_workers "$AX_PID"); do ax_worker_hwm=$((ax_worker_hwm + $(hwm_kib "$w"))); done
+    echo "  nginx all-cores : workers $(mib "$ax_worker_hwm") (all), master $(mib "$(hwm_kib "$AX_PID")")"
+fi
+((GA)) && echo "  gatehouse all-cores: $(mib "$(hwm_kib "$GA_PID")") with 1 key in the store"
 if ((RD)); then
     echo "  gatehouse redis : $(mib "$(hwm_kib "$GR_PID")") (its 1 key is in redis-server)"
     echo "  redis-server    : $(mib "$(hwm_kib "$RD_PID")") (used_memory $(redis-cli -p "$RD_PORT" INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p'))"
@@ -941,6 +1022,7 @@ for f in "$RUN"/gatehouse.*.log; do
     [[ $f == "$GH_LOG" ]] && start=$GH_LOG_START
     [[ $f == "${GT_LOG:-}" ]] && start=$GT_LOG_START
     [[ $f == "${GR_LOG:-}" ]] && start=$GR_LOG_START
+    [[ $f == "${GA_LOG:-}" ]] && start=$GA_LOG_START
     during=$( ((start)) && tail -n +"$((start + 1))" "$f" | grep -cE '^\[[^]]* (WARN|ERROR) ' || true)
     if [[ -n $problems ]]; then
         echo
@@ -948,7 +1030,7 @@ for f in "$RUN"/gatehouse.*.log; do
         head -n 10 <<<"$problems" | sed 's/^/  /'
     fi
 done
-for f in "$NGINX_RUN"/upstream.err "$NGINX_RUN"/proxy.err "$NGINX_RUN"/proxy-tls.err; do
+for f in "$NGINX_RUN"/upstream.err "$NGINX_RUN"/proxy.err "$NGINX_RUN"/proxy-tls.err "$NGINX_RUN"/proxy-all.err; do
     if [[ -s $f ]] && grep -qv '\[notice\]' "$f"; then
         echo
         echo "$(basename "$f") has entries:"
