@@ -35,7 +35,7 @@ use gatehouse::quota::{Quotas, counter_name};
 use gatehouse::ratelimit::{Rate, RateLimiter};
 use gatehouse::session::Session;
 use gatehouse::sessions::Sessions;
-use gatehouse::store::Store;
+use gatehouse::store::{Store, Stored, Write};
 
 /// The gateway binary's allocator, so that allocations (`KeyIds::resolve`
 /// builds its cache key per call) cost here what they cost there.
@@ -115,9 +115,20 @@ impl Store for MemStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.map().get(key).cloned())
     }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        self.map().insert(key.to_string(), value.to_vec());
-        Ok(())
+    fn read(&self, key: &str) -> Result<Option<Stored>, Error> {
+        Ok(self.map().get(key).map(|value| Stored {
+            value: value.clone(),
+            expires_at_ms: None,
+        }))
+    }
+    /// Lifetimes are not kept: the benchmark's keys live for the run.
+    fn write(&self, key: &str, value: &[u8], how: Write) -> Result<bool, Error> {
+        let mut map = self.map();
+        if how.existing_only && !map.contains_key(key) {
+            return Ok(false);
+        }
+        map.insert(key.to_string(), value.to_vec());
+        Ok(true)
     }
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), Error> {
         let mut map = self.map();
@@ -238,7 +249,7 @@ fn fill(cfg: Config, keys: &[Key]) -> Result<Maps, String> {
             ..Session::default()
         };
         maps.sessions
-            .put(&k.stored, session)
+            .put(&k.stored, Arc::new(session), 0)
             .map_err(|e| e.to_string())?;
         one(&maps, Op::Request, k, now_ms());
     }
@@ -458,14 +469,7 @@ fn run() -> Result<(), String> {
             }
         }
     }
-    let (hits, misses) = (
-        maps.sessions
-            .hits
-            .load(std::sync::atomic::Ordering::Relaxed),
-        maps.sessions
-            .misses
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let (hits, misses) = (maps.sessions.hits.get(), maps.sessions.misses.get());
     println!("session cache over all runs: {hits} hits, {misses} misses");
     Ok(())
 }

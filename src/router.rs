@@ -165,8 +165,8 @@ impl Router {
                 .map(|r| (r.name(), gw.path_rejects[r.index()].load(Ordering::Relaxed)))
                 .collect(),
             store_write_errors: gw.store.write_errors(),
-            session_hits: gw.sessions.hits.load(Ordering::Relaxed),
-            session_misses: gw.sessions.misses.load(Ordering::Relaxed),
+            session_hits: gw.sessions.hits.get(),
+            session_misses: gw.sessions.misses.get(),
             apis_loaded: gw.registry().len(),
             policies_loaded: gw.policies().len(),
         };

@@ -16,6 +16,7 @@ use quick_cache::sync::Cache;
 
 use crate::error::Error;
 use crate::gateway::unix_now_ms;
+use crate::metrics::Striped;
 use crate::session::Session;
 use crate::store::{Store, Write};
 
@@ -40,8 +41,8 @@ pub struct Sessions {
     /// together and share its flushes).
     writers: [Mutex<()>; STRIPES],
     /// Lookups answered from memory, and those that read the store.
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub hits: Striped,
+    pub misses: Striped,
 }
 
 /// A cached session, when it was cached, and when its stored copy goes
@@ -77,8 +78,8 @@ impl Sessions {
             max_age,
             epoch: AtomicU64::new(0),
             writers: std::array::from_fn(|_| Mutex::new(())),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: Striped::default(),
+            misses: Striped::default(),
         }
     }
 
@@ -86,10 +87,10 @@ impl Sessions {
     /// from the store and cached. An unreadable entry counts as absent.
     pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, Error> {
         if let Some(s) = self.cached(id) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
             return Ok(Some(s));
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses.add(1);
         let before = self.epoch.load(Ordering::SeqCst);
         let Some(stored) = self.store.read(&store_key(id))? else {
             return Ok(None);

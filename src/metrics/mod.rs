@@ -128,6 +128,40 @@ pub const OTEL_BUCKETS_MS: [u64; 16] = [
     5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000, 60000,
 ];
 
+/// A counter that threads on different cores bump without sharing a cache
+/// line: one slot per thread (by a number each thread takes once), summed
+/// when read. For counts taken on every request by every event loop.
+pub struct Striped {
+    slots: [Slot; STRIPES],
+}
+
+const STRIPES: usize = 16;
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Slot(AtomicU64);
+
+impl Default for Striped {
+    fn default() -> Striped {
+        Striped {
+            slots: std::array::from_fn(|_| Slot::default()),
+        }
+    }
+}
+
+impl Striped {
+    pub fn add(&self, n: u64) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        let i = SLOT.with(|s| *s);
+        self.slots[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// A latency histogram: a count per `BOUNDS_US` bucket (the last is +Inf)
 /// and the sum in microseconds.
 #[derive(Debug)]
