@@ -5,11 +5,14 @@
 //!
 //! `Shared` in Tyk's terms: quotas are `quota-[scope-]{id}` holding the
 //! used count, renewed by giving the key a TTL of `quota_renewal_rate`
-//! when it has none (one Lua script: PTTL, SET 0 EX, INCR, so no lock is
+//! when it has none (PTTL, SET 0 EX, INCR inside a script, so no lock is
 //! needed); rate limits are the rolling limiter's sliding log
 //! (`rate-limit-[scope-]{id}`, a sorted set of request times in ns, every
-//! request logged, blocked ones too). Tyk's default in-memory DRL would let
-//! N gateways each grant the whole rate, so it is not offered here.
+//! request logged, blocked ones too) or Tyk's fixed window. Everything a
+//! request counts against (the key's rate limit, its quota, the API's rate
+//! limit) is one Lua script call: one round trip per request. Tyk's
+//! default in-memory DRL would let N gateways each grant the whole rate,
+//! so it is not offered here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,31 +22,56 @@ use crate::quota::{QuotaDecision, Quotas};
 use crate::ratelimit::{Decision, Rate, RateLimiter};
 use crate::store::{Redis, glob_escape};
 
+/// One rate limit to count a request against.
+#[derive(Clone, Copy, Debug)]
+pub struct RateAsk<'a> {
+    pub bucket: &'a str,
+    /// Tells apart sessions rewritten since (the in-memory buckets restart
+    /// with them, as Tyk's DRL keys do); "" for API-level buckets.
+    pub generation: &'a str,
+    pub rate: Rate,
+}
+
+/// One quota counter to count a request against.
+#[derive(Clone, Copy, Debug)]
+pub struct QuotaAsk<'a> {
+    /// The counter, `quota-[scope-]{key}`.
+    pub name: &'a str,
+    /// The id the key is stored as.
+    pub key: &'a str,
+    pub max: i64,
+    pub renewal_rate: i64,
+}
+
+/// What one request counts against, in the pipeline's order: the key's
+/// rate limit, its quota, the API's rate limit. Counting stops at the
+/// first that refuses (a request the key's rate limit refuses uses no
+/// quota, as in Tyk, where the quota check never runs for it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ask<'a> {
+    pub rate: Option<RateAsk<'a>>,
+    pub quota: Option<QuotaAsk<'a>>,
+    pub api_rate: Option<RateAsk<'a>>,
+}
+
+/// The answers to an `Ask`. Each is None when it was not asked, when its
+/// rate sets no limit, or when an earlier one refused the request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counted {
+    pub rate: Option<Decision>,
+    pub quota: Option<QuotaDecision>,
+    pub api_rate: Option<Decision>,
+}
+
 pub trait Counters: Send + Sync {
-    /// Counts one request against quota counter `name` of the key stored
-    /// as `key` (refused requests count too).
-    fn quota(
-        &self,
-        name: &str,
-        key: &str,
-        max: i64,
-        renewal_rate: i64,
-        now: i64,
-    ) -> Result<QuotaDecision, Error>;
+    /// Counts one request against everything `ask` names, in order, up to
+    /// the first refusal (refused requests count too, in the counter that
+    /// refused them). Shared counters do it in one round trip.
+    fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error>;
     /// Used count and renewal time (unix s, 0 = never) of a live counter.
     fn quota_used(&self, name: &str, now: i64) -> Result<Option<(i64, i64)>, Error>;
     /// Forgets every quota counter of the key stored as `key`.
     fn reset_quotas(&self, key: &str) -> Result<(), Error>;
-    /// Counts one request against rate bucket `bucket`. `generation` tells
-    /// apart sessions rewritten since (the in-memory buckets restart with
-    /// them, as Tyk's DRL keys do). None: `rate` sets no limit.
-    fn rate(
-        &self,
-        bucket: &str,
-        generation: &str,
-        rate: Rate,
-        now_ms: u64,
-    ) -> Result<Option<Decision>, Error>;
     /// Background upkeep: persist, drop idle state.
     fn upkeep(&self, _now_ms: u64) {}
     /// Whether counting waits on the network (never on the event loop).
@@ -52,22 +80,52 @@ pub trait Counters: Send + Sync {
     }
 }
 
+/// Whether a rate decision refused the request.
+fn refused(d: Option<Decision>) -> bool {
+    d.is_some_and(|d| !d.allowed)
+}
+
 /// One gateway's counters, in memory.
 pub struct Local {
     pub quotas: Quotas,
     pub rate: RateLimiter,
 }
 
+impl Local {
+    fn rate(&self, ask: &RateAsk<'_>, now_ms: u64) -> Option<Decision> {
+        // The bucket named with its generation, built in a reused buffer:
+        // no allocation per request.
+        thread_local!(static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+        NAME.with(|name| {
+            let mut name = name.borrow_mut();
+            name.clear();
+            name.push_str(ask.bucket);
+            name.push(':');
+            name.push_str(ask.generation);
+            self.rate.check(&name, ask.rate, now_ms)
+        })
+    }
+}
+
 impl Counters for Local {
-    fn quota(
-        &self,
-        name: &str,
-        key: &str,
-        max: i64,
-        renewal_rate: i64,
-        now: i64,
-    ) -> Result<QuotaDecision, Error> {
-        Ok(self.quotas.check(name, key, max, renewal_rate, now))
+    fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error> {
+        let mut out = Counted {
+            rate: ask.rate.and_then(|r| self.rate(&r, now_ms)),
+            ..Counted::default()
+        };
+        if refused(out.rate) {
+            return Ok(out);
+        }
+        if let Some(q) = ask.quota {
+            let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+            let d = self.quotas.check(q.name, q.key, q.max, q.renewal_rate, now);
+            out.quota = Some(d);
+            if !d.allowed {
+                return Ok(out);
+            }
+        }
+        out.api_rate = ask.api_rate.and_then(|r| self.rate(&r, now_ms));
+        Ok(out)
     }
 
     fn quota_used(&self, name: &str, now: i64) -> Result<Option<(i64, i64)>, Error> {
@@ -78,26 +136,6 @@ impl Counters for Local {
         self.quotas.reset(key)
     }
 
-    fn rate(
-        &self,
-        bucket: &str,
-        generation: &str,
-        rate: Rate,
-        now_ms: u64,
-    ) -> Result<Option<Decision>, Error> {
-        // The bucket named with its generation, built in a reused buffer:
-        // no allocation per request.
-        thread_local!(static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
-        Ok(NAME.with(|name| {
-            let mut name = name.borrow_mut();
-            name.clear();
-            name.push_str(bucket);
-            name.push(':');
-            name.push_str(generation);
-            self.rate.check(&name, rate, now_ms)
-        }))
-    }
-
     fn upkeep(&self, now_ms: u64) {
         if let Err(e) = self.quotas.persist() {
             log::error!("store: persisting quota counters failed: {e}");
@@ -106,33 +144,58 @@ impl Counters for Local {
     }
 }
 
-/// Quota: renew a counter without a TTL, then count. Returns {used, pttl}.
-const QUOTA_LUA: &str = r"
-local ttl = redis.call('PTTL', KEYS[1])
-local renewal = tonumber(ARGV[1])
-if ttl < 0 and renewal > 0 then
-  redis.call('SET', KEYS[1], 0, 'EX', renewal)
-  ttl = renewal * 1000
+/// Every counter of one request, in one round trip. KEYS[i] is counter
+/// i; ARGV holds 6 values per counter: its kind and limit, then
+/// - `s` (Tyk's rolling limiter, a sliding log): now in ns, the score
+///   before which entries are dropped, this entry, the log's TTL in s;
+///   refused when the count before this request reaches the limit (the
+///   request is logged either way);
+/// - `f` (Tyk's fixed window): the window's remaining ms as the counter's
+///   TTL; refused when the count passes the limit (counted either way);
+/// - `q` (a quota): the renewal in s (a counter without a TTL is reset
+///   and given it: no lock needed); refused when the count passes the
+///   limit (counted either way).
+///
+/// Stops after the first counter that refuses. Returns two numbers per
+/// counter counted: the count (before this request for `s`, after it
+/// otherwise) and, for `q`, the counter's PTTL.
+const COUNT_LUA: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local o = (i - 1) * 6
+  local kind, limit = ARGV[o + 1], tonumber(ARGV[o + 2])
+  local count, ttl, refused = 0, 0, false
+  if kind == 's' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[o + 4])
+    count = redis.call('ZCARD', key)
+    redis.call('ZADD', key, ARGV[o + 3], ARGV[o + 5])
+    redis.call('EXPIRE', key, ARGV[o + 6])
+    refused = count >= limit
+  elseif kind == 'f' then
+    count = redis.call('INCR', key)
+    redis.call('PEXPIRE', key, ARGV[o + 3])
+    refused = count > limit
+  else
+    ttl = redis.call('PTTL', key)
+    local renewal = tonumber(ARGV[o + 3])
+    if ttl < 0 and renewal > 0 then
+      redis.call('SET', key, 0, 'EX', renewal)
+      ttl = renewal * 1000
+    end
+    count = redis.call('INCR', key)
+    refused = count > limit
+  end
+  out[#out + 1] = count
+  out[#out + 1] = ttl
+  if refused then break end
 end
-local used = redis.call('INCR', KEYS[1])
-return {used, ttl}
-";
-
-/// Sliding log (Tyk's rolling limiter): drop entries older than the
-/// window, count, log this request. Returns the count before it.
-const RATE_LUA: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-local count = redis.call('ZCARD', KEYS[1])
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return count
+return out
 ";
 
 /// Counters in Redis, shared by every gateway using it.
 pub struct Shared {
     redis: Arc<Redis>,
-    quota: redis::Script,
-    sliding: redis::Script,
+    script: redis::Script,
     /// `enable_fixed_window_rate_limiter`: Tyk's fixed window instead of
     /// the sliding log.
     fixed_window: bool,
@@ -147,8 +210,7 @@ impl Shared {
         getrandom::getrandom(&mut id).ok();
         Shared {
             redis,
-            quota: redis::Script::new(QUOTA_LUA),
-            sliding: redis::Script::new(RATE_LUA),
+            script: redis::Script::new(COUNT_LUA),
             fixed_window,
             node: id.iter().map(|b| format!("{b:02x}")).collect(),
             seq: AtomicU64::new(0),
@@ -169,48 +231,48 @@ pub fn window_start_ns(now_ns: u64, per_ns: u64) -> u64 {
     u64::try_from(start.saturating_sub(offset)).unwrap_or(0)
 }
 
-impl Shared {
-    /// Tyk's fixed window: `INCR {bucket}/{window start ns}` and the rest
-    /// of the window as its TTL; blocked once the count passes the rate
-    /// (blocked requests count too).
-    fn fixed(&self, bucket: &str, limit: u64, per_ns: u64, now_ms: u64) -> Result<Decision, Error> {
-        let now_ns = now_ms.saturating_mul(1_000_000);
-        let start = window_start_ns(now_ns, per_ns);
-        let end = start + per_ns;
-        let key = format!("{bucket}/{start}");
-        let left_ms = (end - now_ns).div_ceil(1_000_000).max(1);
-        let (count,): (u64,) = self.redis.run(|c| {
-            redis::pipe()
-                .cmd("INCR")
-                .arg(&key)
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(left_ms)
-                .ignore()
-                .query(c)
-        })?;
-        Ok(Decision {
-            allowed: count <= limit,
-            limit,
-            remaining: limit.saturating_sub(count),
-            reset_ms: end / 1_000_000,
-        })
-    }
+/// One counter of a script call: its key, its six arguments, and how to
+/// read its answer.
+struct Slot {
+    key: String,
+    args: [String; 6],
+    read: Read,
 }
 
-impl Counters for Shared {
-    fn quota(
-        &self,
-        name: &str,
-        _key: &str,
-        max: i64,
-        renewal_rate: i64,
-        now: i64,
-    ) -> Result<QuotaDecision, Error> {
-        let (used, pttl): (i64, i64) = self
-            .redis
-            .run(|c| self.quota.key(name).arg(renewal_rate).invoke(c))?;
-        Ok(QuotaDecision {
+/// How a slot's (count, ttl) answer becomes a decision.
+#[derive(Clone, Copy)]
+enum Read {
+    Sliding { limit: u64, reset_ms: u64 },
+    Fixed { limit: u64, reset_ms: u64 },
+    Quota { max: i64, now: i64 },
+}
+
+impl Read {
+    fn rate(self, count: i64) -> Option<Decision> {
+        let count = u64::try_from(count).unwrap_or(0);
+        match self {
+            // `count` was taken before this request was logged.
+            Read::Sliding { limit, reset_ms } => Some(Decision {
+                allowed: count < limit,
+                limit,
+                remaining: limit.saturating_sub(count + 1),
+                reset_ms,
+            }),
+            Read::Fixed { limit, reset_ms } => Some(Decision {
+                allowed: count <= limit,
+                limit,
+                remaining: limit.saturating_sub(count),
+                reset_ms,
+            }),
+            Read::Quota { .. } => None,
+        }
+    }
+
+    fn quota(self, used: i64, pttl: i64) -> Option<QuotaDecision> {
+        let Read::Quota { max, now } = self else {
+            return None;
+        };
+        Some(QuotaDecision {
             allowed: used <= max,
             remaining: (max - used).max(0),
             renews: if pttl >= 0 {
@@ -218,6 +280,111 @@ impl Counters for Shared {
             } else {
                 0
             },
+        })
+    }
+}
+
+impl Shared {
+    /// The slot of a rate limit: Tyk's sliding log (every request logged
+    /// as `{ns}-{node}`, blocked ones too) or, with
+    /// `enable_fixed_window_rate_limiter`, its fixed window
+    /// (`{bucket}/{window start ns}`). None: the rate sets no limit.
+    fn rate_slot(&self, ask: &RateAsk<'_>, now_ms: u64) -> Option<Slot> {
+        let rate = ask.rate;
+        if rate.rate <= 0.0 || rate.per <= 0.0 || !rate.rate.is_finite() || !rate.per.is_finite() {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let (limit, per_ns, per_s) = (
+            rate.rate.floor().max(1.0) as u64,
+            (rate.per * 1e9) as u64,
+            (rate.per.ceil() as u64).max(1),
+        );
+        let now_ns = now_ms.saturating_mul(1_000_000);
+        if self.fixed_window {
+            let start = window_start_ns(now_ns, per_ns);
+            let end = start + per_ns;
+            let left_ms = (end - now_ns).div_ceil(1_000_000).max(1);
+            return Some(Slot {
+                key: format!("{}/{start}", ask.bucket),
+                args: [
+                    "f".into(),
+                    limit.to_string(),
+                    left_ms.to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+                read: Read::Fixed {
+                    limit,
+                    reset_ms: end / 1_000_000,
+                },
+            });
+        }
+        let now_ns = now_ns + self.seq.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        Some(Slot {
+            key: ask.bucket.to_string(),
+            args: [
+                "s".into(),
+                limit.to_string(),
+                now_ns.to_string(),
+                now_ns.saturating_sub(per_ns).to_string(),
+                format!("{now_ns}-{}", self.node),
+                per_s.to_string(),
+            ],
+            read: Read::Sliding {
+                limit,
+                reset_ms: now_ms + per_s * 1000,
+            },
+        })
+    }
+}
+
+fn quota_slot(ask: &QuotaAsk<'_>, now_ms: u64) -> Slot {
+    Slot {
+        key: ask.name.to_string(),
+        args: [
+            "q".into(),
+            ask.max.to_string(),
+            ask.renewal_rate.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ],
+        read: Read::Quota {
+            max: ask.max,
+            now: i64::try_from(now_ms / 1000).unwrap_or(i64::MAX),
+        },
+    }
+}
+
+impl Counters for Shared {
+    fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error> {
+        let rate = ask.rate.and_then(|r| self.rate_slot(&r, now_ms));
+        let quota = ask.quota.map(|q| quota_slot(&q, now_ms));
+        let api_rate = ask.api_rate.and_then(|r| self.rate_slot(&r, now_ms));
+        let slots = [&rate, &quota, &api_rate];
+        if slots.iter().all(|s| s.is_none()) {
+            return Ok(Counted::default());
+        }
+        let answers: Vec<i64> = self.redis.run(|c| {
+            let mut call = self.script.prepare_invoke();
+            for slot in slots.into_iter().flatten() {
+                call.key(&slot.key);
+                for arg in &slot.args {
+                    call.arg(arg);
+                }
+            }
+            call.invoke(c)
+        })?;
+        // Two numbers per slot counted, in order, up to the first refusal.
+        let mut pairs = answers.chunks_exact(2).map(|p| (p[0], p[1]));
+        let mut next =
+            |slot: &Option<Slot>| slot.as_ref().and_then(|s| Some((s.read, pairs.next()?)));
+        Ok(Counted {
+            rate: next(&rate).and_then(|(r, (count, _))| r.rate(count)),
+            quota: next(&quota).and_then(|(r, (used, pttl))| r.quota(used, pttl)),
+            api_rate: next(&api_rate).and_then(|(r, (count, _))| r.rate(count)),
         })
     }
 
@@ -255,45 +422,6 @@ impl Counters for Shared {
         self.redis
             .run(|c| redis::cmd("DEL").arg(&names).query::<i64>(c))
             .map(drop)
-    }
-
-    fn rate(
-        &self,
-        bucket: &str,
-        _generation: &str,
-        rate: Rate,
-        now_ms: u64,
-    ) -> Result<Option<Decision>, Error> {
-        if rate.rate <= 0.0 || rate.per <= 0.0 || !rate.rate.is_finite() || !rate.per.is_finite() {
-            return Ok(None);
-        }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let (limit, per_ns, per_s) = (
-            rate.rate.floor().max(1.0) as u64,
-            (rate.per * 1e9) as u64,
-            (rate.per.ceil() as u64).max(1),
-        );
-        if self.fixed_window {
-            return self.fixed(bucket, limit, per_ns, now_ms).map(Some);
-        }
-        let now_ns =
-            now_ms.saturating_mul(1_000_000) + self.seq.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-        let member = format!("{now_ns}-{}", self.node);
-        let count: u64 = self.redis.run(|c| {
-            self.sliding
-                .key(bucket)
-                .arg(now_ns.to_string())
-                .arg(now_ns.saturating_sub(per_ns).to_string())
-                .arg(&member)
-                .arg(per_s)
-                .invoke(c)
-        })?;
-        Ok(Some(Decision {
-            allowed: count < limit,
-            limit,
-            remaining: limit.saturating_sub(count + 1),
-            reset_ms: now_ms + per_s * 1000,
-        }))
     }
 
     fn remote(&self) -> bool {

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
+use crate::counters::{Ask, QuotaAsk, RateAsk};
 use crate::gateway::unix_now_ms as now_ms;
 use crate::keyid;
 use crate::metrics::Flag;
-use crate::quota::{counter_name, scope_for};
+use crate::quota::{QuotaDecision, counter_name, scope_for};
 use crate::ratelimit::{Decision, Rate};
 use crate::session::Limit;
 
@@ -42,60 +43,103 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     if x.nonblocking && x.gw.counters.remote() {
         return Flow::Defer;
     }
-    if !x.api.def.disable_rate_limit {
-        match check_rate(x, &limit, &scope) {
-            Flow::Continue => {}
-            other => return other,
-        }
-    }
-    check_quota(x, &limit, &scope)
-}
-
-fn check_rate(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
-    let s = x.session.clone().expect("checked by caller");
-    let scope = if scope.is_empty() {
-        String::new()
-    } else {
-        format!("{scope}-")
-    };
-    let bucket = format!("rate-limit-{scope}{}", x.stored_id);
-    let generation = s.last_updated.as_str();
-    let rate = Rate {
-        rate: limit.rate,
-        per: limit.per,
+    let bucket = (!x.api.def.disable_rate_limit).then(|| {
+        let scope = if scope.is_empty() {
+            String::new()
+        } else {
+            format!("{scope}-")
+        };
+        format!("rate-limit-{scope}{}", x.stored_id)
+    });
+    let quota = (!x.api.def.disable_quota && limit.quota_max > 0)
+        .then(|| counter_name(&scope, &x.stored_id));
+    // The API's own rate limit (the next stage) is counted in the same
+    // call: one round trip to shared counters for the whole request.
+    let api = api_limit(x);
+    x.api_rate_counted = true;
+    let s = x.session.clone().expect("checked by limit_and_scope");
+    let stored_id = x.stored_id.clone();
+    let ask = Ask {
+        rate: bucket.as_deref().map(|bucket| RateAsk {
+            bucket,
+            generation: s.last_updated.as_str(),
+            rate: Rate {
+                rate: limit.rate,
+                per: limit.per,
+            },
+        }),
+        quota: quota.as_deref().map(|name| QuotaAsk {
+            name,
+            key: &stored_id,
+            max: limit.quota_max,
+            renewal_rate: limit.quota_renewal_rate,
+        }),
+        api_rate: api.as_ref().map(|(bucket, rate)| RateAsk {
+            bucket,
+            generation: "",
+            rate: *rate,
+        }),
     };
     let mut retries = limit.throttle_retry_limit.max(0);
     loop {
-        let d = match x.gw.counters.rate(&bucket, generation, rate, now_ms()) {
-            Ok(Some(d)) => d,
-            Ok(None) => return Flow::Continue,
+        let counted = match x.gw.counters.count(&ask, now_ms()) {
+            Ok(c) => c,
             Err(e) => return counters_down(x, &e),
         };
-        let headers = (x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits)
-            .then(|| rate_headers(&d));
-        if d.allowed {
-            for (n, v) in headers.into_iter().flatten() {
-                x.response_headers.set(n, v);
+        match rate_answer(x, counted.rate) {
+            Flow::Continue => {}
+            // Refused: throttle and try again when the key allows it.
+            Flow::Defer if retries > 0 && limit.throttle_interval > 0.0 => {
+                if x.nonblocking {
+                    return Flow::Defer;
+                }
+                retries -= 1;
+                std::thread::sleep(Duration::from_secs_f64(limit.throttle_interval.min(60.0)));
+                continue;
             }
-            return Flow::Continue;
+            Flow::Defer => return rate_refused(x, counted.rate),
+            other => return other,
         }
-        if retries > 0 && limit.throttle_interval > 0.0 {
-            if x.nonblocking {
-                return Flow::Defer;
-            }
-            retries -= 1;
-            std::thread::sleep(Duration::from_secs_f64(limit.throttle_interval.min(60.0)));
-            continue;
+        if let Flow::Respond(res) = quota_answer(x, &limit, counted.quota) {
+            return Flow::Respond(res);
         }
-        let Flow::Respond(mut res) = x.reject(429, "Rate Limit Exceeded") else {
-            unreachable!()
+        return match counted.api_rate {
+            Some(d) if !d.allowed => api_rate_refused(x),
+            _ => Flow::Continue,
         };
-        res.tally.flag = Some(Flag::Rlt);
-        for (n, v) in headers.into_iter().flatten() {
+    }
+}
+
+/// The key's rate decision: Continue (with `rate_limits` headers) when
+/// allowed or unlimited, Defer when refused (the caller decides between
+/// throttling and refusing).
+fn rate_answer(x: &mut Exchange<'_>, d: Option<Decision>) -> Flow {
+    let Some(d) = d else {
+        return Flow::Continue;
+    };
+    if !d.allowed {
+        return Flow::Defer;
+    }
+    if x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits {
+        for (n, v) in rate_headers(&d) {
+            x.response_headers.set(n, v);
+        }
+    }
+    Flow::Continue
+}
+
+/// 429 for a request the key's rate limit refused.
+fn rate_refused(x: &Exchange<'_>, d: Option<Decision>) -> Flow {
+    let Flow::Respond(mut res) = x.reject(429, "Rate Limit Exceeded") else {
+        unreachable!()
+    };
+    res.tally.flag = Some(Flag::Rlt);
+    if x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits {
+        for (n, v) in d.iter().flat_map(rate_headers) {
             res.headers.set(n, v);
         }
-        return Flow::Respond(res);
     }
+    Flow::Respond(res)
 }
 
 /// `flow`'s answer marked with a response flag for the metrics.
@@ -109,19 +153,12 @@ fn flagged(flow: Flow, flag: Flag) -> Flow {
     }
 }
 
-fn check_quota(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
-    let quotas_mode = x.gw.config.rate_limit_headers == RateLimitHeaders::Quotas;
+/// The quota's decision (None: not counted): 403 when exhausted, else
+/// Continue with the `quotas` mode headers.
+fn quota_answer(x: &mut Exchange<'_>, limit: &Limit, d: Option<QuotaDecision>) -> Flow {
     let (max, mut remaining, mut renews) =
         (limit.quota_max, limit.quota_remaining, limit.quota_renews);
-    if !x.api.def.disable_quota && max > 0 {
-        let name = counter_name(scope, &x.stored_id);
-        let counted =
-            x.gw.counters
-                .quota(&name, &x.stored_id, max, limit.quota_renewal_rate, x.now);
-        let d = match counted {
-            Ok(d) => d,
-            Err(e) => return counters_down(x, &e),
-        };
+    if let Some(d) = d {
         if !d.allowed {
             return flagged(x.reject(403, "Quota exceeded"), Flag::Qex);
         }
@@ -130,7 +167,7 @@ fn check_quota(x: &mut Exchange<'_>, limit: &Limit, scope: &str) -> Flow {
             renews = d.renews;
         }
     }
-    if quotas_mode {
+    if x.gw.config.rate_limit_headers == RateLimitHeaders::Quotas {
         let h = &mut x.response_headers;
         h.set("X-RateLimit-Limit", max.to_string());
         h.set("X-RateLimit-Remaining", remaining.to_string());
@@ -172,14 +209,14 @@ pub fn keyless_headers(x: &mut Exchange<'_>) -> Flow {
     Flow::Continue
 }
 
-/// `global_rate_limit`: one bucket per API, keyless APIs included.
-pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
+/// The API's own rate limit for this request: `global_rate_limit`, or
+/// the endpoint's when it has one (it counts in its own bucket instead of
+/// the API's, Tyk's RateLimitForAPI). None: no limit applies.
+fn api_limit(x: &Exchange<'_>) -> Option<(String, Rate)> {
     let def = &x.api.def;
     if def.disable_rate_limit {
-        return Flow::Continue;
+        return None;
     }
-    // An endpoint with its own limit counts in its own bucket instead of
-    // the API's (Tyk's RateLimitForAPI).
     let endpoint = x
         .rules
         .filter(|r| !r.transforms.rate_limits.is_empty())
@@ -198,23 +235,46 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
             ))
         });
     let g = &def.global_rate_limit;
-    let (bucket, rate) = match endpoint {
-        Some(found) => found,
-        None if g.disabled || g.rate <= 0.0 => return Flow::Continue,
-        None => (
+    match endpoint {
+        Some(found) => Some(found),
+        None if g.disabled || g.rate <= 0.0 => None,
+        None => Some((
             api_limiter(x, ""),
             Rate {
                 rate: g.rate,
                 per: g.per,
             },
-        ),
+        )),
+    }
+}
+
+fn api_rate_refused(x: &Exchange<'_>) -> Flow {
+    flagged(x.reject(429, "API Rate Limit Exceeded"), Flag::Rlt)
+}
+
+/// `global_rate_limit`: one bucket per API, keyless APIs included (for a
+/// key, `rate_and_quota` already counted it).
+pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
+    if x.api_rate_counted {
+        return Flow::Continue;
+    }
+    let Some((bucket, rate)) = api_limit(x) else {
+        return Flow::Continue;
     };
     // Shared counters wait on the network: never on the event loop.
     if x.nonblocking && x.gw.counters.remote() {
         return Flow::Defer;
     }
-    match x.gw.counters.rate(&bucket, "", rate, now_ms()) {
-        Ok(Some(d)) if !d.allowed => flagged(x.reject(429, "API Rate Limit Exceeded"), Flag::Rlt),
+    let ask = Ask {
+        api_rate: Some(RateAsk {
+            bucket: &bucket,
+            generation: "",
+            rate,
+        }),
+        ..Ask::default()
+    };
+    match x.gw.counters.count(&ask, now_ms()) {
+        Ok(c) if c.api_rate.is_some_and(|d| !d.allowed) => api_rate_refused(x),
         Ok(_) => Flow::Continue,
         Err(e) => counters_down(x, &e),
     }

@@ -82,6 +82,9 @@ pub struct Exchange<'a> {
     pub response_headers: Headers,
     /// Run on the event loop: a stage that would block defers instead.
     pub nonblocking: bool,
+    /// The API's rate limit was counted with the key's (one call to the
+    /// counters): its own stage has nothing left to do.
+    pub api_rate_counted: bool,
     /// The start of the body (up to `max_buffered_body` bytes), read before
     /// the stages only for an API that looks into bodies
     /// (`basic_auth.extract_from_body`); it is forwarded as read.
@@ -243,6 +246,7 @@ fn prepare_with(
         websocket: false,
         response_headers: Headers::new(),
         nonblocking,
+        api_rate_counted: false,
         body,
     };
     x.websocket = gw.config.enable_websockets && is_websocket(&x.req);

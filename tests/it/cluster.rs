@@ -168,6 +168,63 @@ fn a_rate_limit_is_shared_across_nodes() {
     }
 }
 
+#[test]
+fn a_request_the_rate_limit_refuses_uses_no_quota() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(2, &redis, &up, json!({}));
+    let mut s = session_for(&["c"]);
+    s["rate"] = json!(2);
+    s["per"] = json!(60);
+    s["quota_max"] = json!(100);
+    s["quota_remaining"] = json!(100);
+    s["quota_renewal_rate"] = json!(3600);
+    let key = gws[0].create_key(s);
+    let codes: Vec<u16> = (0..5).map(|i| status(&gws[i % 2], &key)).collect();
+    assert_eq!(codes, [200, 200, 429, 429, 429]);
+    let stored = gatehouse_murmur64(&key);
+    // Tyk: the quota is never checked for a rate-limited request; the
+    // sliding log holds every request, refused ones too.
+    assert_eq!(redis.cli(&["GET", &format!("quota-{stored}")]), "2");
+    assert_eq!(redis.cli(&["ZCARD", &format!("rate-limit-{stored}")]), "5");
+}
+
+#[test]
+fn an_api_rate_limit_counts_after_the_key_s_quota_in_the_same_order_across_nodes() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let mut def = api_def("c", "/c/", &up.url("/"));
+    def["global_rate_limit"] = json!({"rate": 3, "per": 60});
+    let gws: Vec<Gateway> = (0..2)
+        .map(|_| Gateway::start(cluster_conf(&redis, json!({})), &[("c", def.clone())]))
+        .collect();
+    let mut s = session_for(&["c"]);
+    s["quota_max"] = json!(5);
+    s["quota_remaining"] = json!(5);
+    s["quota_renewal_rate"] = json!(3600);
+    let key = gws[0].create_key(s);
+    let answers: Vec<(u16, String)> = (0..7)
+        .map(|i| {
+            let r = gws[i % 2].get("/c/x", &[("Authorization", &key)]);
+            (r.status, r.text())
+        })
+        .collect();
+    let codes: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    // 1-3 pass; 4-5 pass the quota (4, 5 of 5) and meet the API's limit;
+    // 6-7 are over quota, so the API's limit never sees them.
+    assert_eq!(codes, [200, 200, 200, 429, 429, 403, 403]);
+    assert!(
+        answers[3].1.contains("API Rate Limit Exceeded"),
+        "{}",
+        answers[3].1
+    );
+    assert!(answers[5].1.contains("Quota exceeded"), "{}", answers[5].1);
+    let stored = gatehouse_murmur64(&key);
+    assert_eq!(redis.cli(&["GET", &format!("quota-{stored}")]), "7");
+    let api = gatehouse::keyid::hash_str("apilimiter-defaultc");
+    assert_eq!(redis.cli(&["ZCARD", &format!("rate-limit-{api}")]), "5");
+}
+
 fn signed(command: &str, payload: &str, secret: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("{command}{payload}{secret}").as_bytes());
