@@ -27,7 +27,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gatehouse::config::{self, Config};
-use gatehouse::counters::{Counters, Local};
+use gatehouse::counters::{Ask, Counters, Local, QuotaAsk, RateAsk};
 use gatehouse::error::Error;
 use gatehouse::keyid;
 use gatehouse::keys::KeyIds;
@@ -266,7 +266,6 @@ fn now_ms() -> u64 {
 
 /// One operation on key `k`.
 fn one(m: &Maps, op: Op, k: &Key, now_ms: u64) {
-    let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     match op {
         Op::KeyIds => {
             black_box(m.ids.resolve(&m.cfg, &k.id, ORG));
@@ -275,25 +274,49 @@ fn one(m: &Maps, op: Op, k: &Key, now_ms: u64) {
             black_box(m.sessions.get(&k.stored).ok());
         }
         Op::Rate => {
-            black_box(m.counters.rate(&k.bucket, &k.generation, RATE, now_ms).ok());
+            let ask = Ask {
+                rate: Some(rate_ask(&k.bucket, &k.generation)),
+                ..Ask::default()
+            };
+            black_box(m.counters.count(&ask, now_ms).ok());
         }
         Op::Quota => {
-            let d = m
-                .counters
-                .quota(&k.quota, &k.stored, QUOTA_MAX, QUOTA_RENEWAL, now_s);
-            black_box(d.ok());
+            let ask = Ask {
+                quota: Some(quota_ask(&k.quota, &k.stored)),
+                ..Ask::default()
+            };
+            black_box(m.counters.count(&ask, now_ms).ok());
         }
         Op::Request => {
             let found = m.ids.resolve(&m.cfg, &k.id, ORG);
             let stored = &found.first().expect("one candidate").stored_id;
             let session = m.sessions.get(stored).ok().flatten().expect("cached");
             let generation = session.last_updated.as_str();
-            black_box(m.counters.rate(&k.bucket, generation, RATE, now_ms).ok());
-            let d = m
-                .counters
-                .quota(&k.quota, stored, QUOTA_MAX, QUOTA_RENEWAL, now_s);
-            black_box(d.ok());
+            // As the pipeline asks: the key's rate, then its quota.
+            let ask = Ask {
+                rate: Some(rate_ask(&k.bucket, generation)),
+                quota: Some(quota_ask(&k.quota, stored)),
+                api_rate: None,
+            };
+            black_box(m.counters.count(&ask, now_ms).ok());
         }
+    }
+}
+
+fn rate_ask<'a>(bucket: &'a str, generation: &'a str) -> RateAsk<'a> {
+    RateAsk {
+        bucket,
+        generation,
+        rate: RATE,
+    }
+}
+
+fn quota_ask<'a>(name: &'a str, key: &'a str) -> QuotaAsk<'a> {
+    QuotaAsk {
+        name,
+        key,
+        max: QUOTA_MAX,
+        renewal_rate: QUOTA_RENEWAL,
     }
 }
 

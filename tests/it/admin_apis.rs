@@ -269,5 +269,5 @@ fn reload_picks_up_a_file_dropped_into_app_path() {
     .unwrap();
     gw.reload();
     assert_eq!(gw.get("/three/y", &[]).status, 200);
-    assert!(gw.logs_contain("loaded API"));
+    assert!(gw.saw_log("loaded API"));
 }

@@ -150,7 +150,7 @@ fn a_base_identity_no_method_provides_is_warned_about_and_ignored() {
     let up = Upstream::start();
     let gw = start(&up, json!({"base_identity_provided_by": "Basic_Auth_User"}));
     assert!(
-        gw.logs_contain("base_identity_provided_by \"Basic_Auth_User\" names no auth method"),
+        gw.saw_log("base_identity_provided_by \"Basic_Auth_User\" names no auth method"),
         "{:?}",
         gw.logs()
     );

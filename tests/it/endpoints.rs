@@ -282,7 +282,7 @@ fn an_unbuilt_restriction_skips_the_api_and_other_lists_are_warned_about() {
     let (gw, key) = start(json!({}), def);
     assert_eq!(send(&gw, "GET", "/ep/x", Some(&key)).status, 200);
     assert!(
-        gw.logs_contain("extended_paths.cache is not supported yet"),
+        gw.saw_log("extended_paths.cache is not supported yet"),
         "{}",
         gw.logs().join("\n")
     );

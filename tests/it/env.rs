@@ -106,7 +106,7 @@ fn storage_env_names_reach_the_redis_settings() {
     ])
     .start();
     let addr = format!("redis://127.0.0.1:{port}");
-    assert!(gw.logs_contain(&addr), "{}", gw.logs().join("\n"));
+    assert!(gw.saw_log(&addr), "{}", gw.logs().join("\n"));
     assert!(!warned(&gw, "TYK_GW_STORAGE_HOST"), "a known name");
 }
 

@@ -455,7 +455,7 @@ fn an_identity_provider_that_fails_refuses_tokens_and_says_why_in_the_log() {
         "{:?}",
         gw.logs()
     );
-    assert!(gw.logs_contain(&idp.url()));
+    assert!(gw.saw_log(&idp.url()));
     // A set with no usable key is as bad.
     idp.set(
         200,

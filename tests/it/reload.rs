@@ -36,7 +36,7 @@ fn sighup_picks_up_a_new_app_file() {
         "{}",
         gw.logs().join("\n")
     );
-    assert!(gw.logs_contain("SIGHUP: reloading"));
+    assert!(gw.saw_log("SIGHUP: reloading"));
     assert_eq!(status(&gw, "/a/x"), 200, "the old API still serves");
     assert_eq!(
         status(&gw, "/hello"),
@@ -63,8 +63,8 @@ fn reload_with_a_broken_file_keeps_the_others_and_its_last_good_version() {
     assert_eq!(status(&gw, "/b/x"), 200, "b keeps its last good version");
     let b_file = gw.dir().join("apps/b.json");
     let named = format!("reload: apis: {}: ", b_file.display());
-    assert!(gw.logs_contain(&named), "{}", gw.logs().join("\n"));
-    assert!(gw.logs_contain("keeping the last good version of API b"));
+    assert!(gw.saw_log(&named), "{}", gw.logs().join("\n"));
+    assert!(gw.saw_log("keeping the last good version of API b"));
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn a_new_broken_file_is_skipped_with_its_error() {
         "reload: apis: {}: field `proxy.listen_path`",
         gw.dir().join("apps/d.json").display()
     );
-    assert!(gw.logs_contain(&named), "{}", gw.logs().join("\n"));
+    assert!(gw.saw_log(&named), "{}", gw.logs().join("\n"));
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn an_unreadable_app_path_keeps_every_api() {
     gw.reload();
     assert_eq!(status(&gw, "/a/x"), 200);
     assert!(
-        gw.logs_contain("the 1 APIs loaded stay"),
+        gw.saw_log("the 1 APIs loaded stay"),
         "{}",
         gw.logs().join("\n")
     );
@@ -108,7 +108,7 @@ fn watch_reloads_by_itself_after_a_change() {
         "{}",
         gw.logs().join("\n")
     );
-    assert!(gw.logs_contain("watch: "), "{}", gw.logs().join("\n"));
+    assert!(gw.saw_log("watch: "), "{}", gw.logs().join("\n"));
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn a_broken_policy_file_keeps_its_last_good_version() {
         "reload: policies: {}: field `rate`",
         gw.dir().join("policies/p1.json").display()
     );
-    assert!(gw.logs_contain(&named), "{}", gw.logs().join("\n"));
+    assert!(gw.saw_log(&named), "{}", gw.logs().join("\n"));
 }
 
 #[test]

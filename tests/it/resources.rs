@@ -493,9 +493,11 @@ fn a_thousand_idle_slow_connections_do_not_delay_a_normal_request() {
     eprintln!(
         "idle-connections latency: median {quiet:?} without, {loaded:?} with {IDLE} idle slow connections (opened in {opened_in:?}; gateway fds {fds_before} -> {still_open}, RSS {rss_before} -> {rss_after} KiB)"
     );
+    // Each event loop keeps its own pooled upstream connections, which
+    // may close while idle: a few fds of slack, far below IDLE.
     assert!(
-        still_open >= fds_before + IDLE,
-        "idle connections were dropped during the measurement"
+        still_open + 8 >= fds_before + IDLE,
+        "idle connections were dropped during the measurement: {fds_before} -> {still_open}"
     );
     assert!(
         loaded.saturating_sub(quiet) < Duration::from_millis(100),

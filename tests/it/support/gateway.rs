@@ -459,6 +459,14 @@ impl Gateway {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Whether a log line containing `needle` shows up within 3 s: lines
+    /// reach us through a pipe and a reader thread, so one written just
+    /// before an answer may arrive just after it. For positive checks;
+    /// `logs_contain` for "never logged".
+    pub fn saw_log(&self, needle: &str) -> bool {
+        self.wait_for_log(needle, Duration::from_secs(3))
+    }
+
     /// Waits (bounded) for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
         super::eventually(|| self.logs_contain(needle), within)
