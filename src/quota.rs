@@ -84,10 +84,11 @@ pub fn scope_for(access: Option<&AccessDefinition>, api_id: &str) -> String {
 
 /// The counter name for a key's stored id and an optional API scope.
 pub fn counter_name(scope: &str, stored_id: &str) -> String {
+    // Concatenated, not formatted: this runs on every quota-counted request.
     if scope.is_empty() {
-        format!("{PREFIX}{stored_id}")
+        [PREFIX, stored_id].concat()
     } else {
-        format!("{PREFIX}{scope}-{stored_id}")
+        [PREFIX, scope, "-", stored_id].concat()
     }
 }
 

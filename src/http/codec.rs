@@ -592,7 +592,7 @@ pub fn encode_response_head(
     close: bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa(u64::from(status)).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -682,7 +682,7 @@ fn encode_framing(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa(n).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
@@ -694,10 +694,6 @@ fn is_framing_field(name: &str) -> bool {
     ["content-length", "transfer-encoding", "connection"]
         .iter()
         .any(|f| name.eq_ignore_ascii_case(f))
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 #[cfg(test)]

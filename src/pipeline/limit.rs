@@ -17,12 +17,17 @@ use crate::session::Limit;
 use super::{Exchange, Flow};
 
 /// `rate_limits` mode headers from a rate decision.
-fn rate_headers(d: &Decision) -> [(&'static str, String); 3] {
+fn rate_headers(d: &Decision) -> [(&'static str, u64); 3] {
     [
-        ("X-RateLimit-Limit", d.limit.to_string()),
-        ("X-RateLimit-Remaining", d.remaining.to_string()),
-        ("X-RateLimit-Reset", d.reset_ms.div_ceil(1000).to_string()),
+        ("X-RateLimit-Limit", d.limit),
+        ("X-RateLimit-Remaining", d.remaining),
+        ("X-RateLimit-Reset", d.reset_ms.div_ceil(1000)),
     ]
+}
+
+/// An integer header value, formatted without the formatter.
+fn number(n: impl itoa::Integer) -> Vec<u8> {
+    itoa::Buffer::new().format(n).as_bytes().to_vec()
 }
 
 /// The key's limit for this API and the scope its counters use.
@@ -44,12 +49,15 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
         return Flow::Defer;
     }
     let bucket = (!x.api.def.disable_rate_limit).then(|| {
-        let scope = if scope.is_empty() {
-            String::new()
-        } else {
-            format!("{scope}-")
-        };
-        format!("rate-limit-{scope}{}", x.stored_id)
+        // rate-limit-[{scope}-]{stored id}
+        let mut name = String::with_capacity(12 + scope.len() + x.stored_id.len());
+        name.push_str("rate-limit-");
+        if !scope.is_empty() {
+            name.push_str(&scope);
+            name.push('-');
+        }
+        name.push_str(&x.stored_id);
+        name
     });
     let quota = (!x.api.def.disable_quota && limit.quota_max > 0)
         .then(|| counter_name(&scope, &x.stored_id));
@@ -122,7 +130,7 @@ fn rate_answer(x: &mut Exchange<'_>, d: Option<Decision>) -> Flow {
     }
     if x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits {
         for (n, v) in rate_headers(&d) {
-            x.response_headers.set(n, v);
+            x.response_headers.set(n, number(v));
         }
     }
     Flow::Continue
@@ -136,7 +144,7 @@ fn rate_refused(x: &Exchange<'_>, d: Option<Decision>) -> Flow {
     res.tally.flag = Some(Flag::Rlt);
     if x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits {
         for (n, v) in d.iter().flat_map(rate_headers) {
-            res.headers.set(n, v);
+            res.headers.set(n, number(v));
         }
     }
     Flow::Respond(res)
@@ -169,9 +177,9 @@ fn quota_answer(x: &mut Exchange<'_>, limit: &Limit, d: Option<QuotaDecision>) -
     }
     if x.gw.config.rate_limit_headers == RateLimitHeaders::Quotas {
         let h = &mut x.response_headers;
-        h.set("X-RateLimit-Limit", max.to_string());
-        h.set("X-RateLimit-Remaining", remaining.to_string());
-        h.set("X-RateLimit-Reset", renews.to_string());
+        h.set("X-RateLimit-Limit", number(max));
+        h.set("X-RateLimit-Remaining", number(remaining));
+        h.set("X-RateLimit-Reset", number(renews));
     }
     Flow::Continue
 }
