@@ -4,7 +4,9 @@
 //! `Arc<Gateway>`; there are no globals.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex};
+
+use arc_swap::ArcSwap;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,8 +55,8 @@ pub struct Gateway {
     pub jwks: Jwks,
     /// Counters for `/metrics`, and the access log.
     pub metrics: Arc<Metrics>,
-    registry: RwLock<Arc<Registry>>,
-    policies: RwLock<Arc<PolicySet>>,
+    registry: ArcSwap<Registry>,
+    policies: ArcSwap<PolicySet>,
     /// The last policy snapshot's generation.
     policy_generation: AtomicU64,
     reloads: ReloadQueue,
@@ -148,8 +150,8 @@ impl Gateway {
             tokens: VerifiedTokens::new(config.session_cache),
             jwks: Jwks::new(config.jwks_cache),
             metrics,
-            registry: RwLock::new(Arc::new(registry)),
-            policies: RwLock::new(Arc::new(policies)),
+            registry: ArcSwap::from_pointee(registry),
+            policies: ArcSwap::from_pointee(policies),
             policy_generation: AtomicU64::new(1),
             reloads: ReloadQueue::default(),
             config,
@@ -158,18 +160,24 @@ impl Gateway {
 
     /// The current API set. A request keeps the snapshot it started with.
     pub fn registry(&self) -> Arc<Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.registry.load_full()
+    }
+
+    /// The current API set, for the length of one request: no reference
+    /// count is taken (the request path's form of `registry`).
+    pub fn registry_now(&self) -> arc_swap::Guard<Arc<Registry>> {
+        self.registry.load()
     }
 
     /// The current policy set. A request keeps the snapshot it started with.
     pub fn policies(&self) -> Arc<PolicySet> {
-        self.policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.policies.load_full()
+    }
+
+    /// The current policy set, for the length of one request (see
+    /// `registry_now`).
+    pub fn policies_now(&self) -> arc_swap::Guard<Arc<PolicySet>> {
+        self.policies.load()
     }
 
     /// Re-reads the policies, then `app_path`, and swaps each set in one
@@ -183,7 +191,7 @@ impl Gateway {
         for e in errors {
             error!("reload: policies: {e}");
         }
-        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policies);
+        self.policies.store(Arc::new(policies));
         let current = self.registry();
         let (fresh, errors) =
             match Registry::read(&self.config, Some(&current), Some(&self.metrics)) {
@@ -204,7 +212,7 @@ impl Gateway {
             fresh.len(),
             errors.len()
         );
-        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.registry.store(Arc::new(fresh));
     }
 
     /// Queues a reload; with `wait`, returns once it has run.

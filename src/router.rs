@@ -84,7 +84,7 @@ impl Router {
         if self.admin && canon.key == "/metrics" {
             return Ok(Dest::Metrics);
         }
-        let registry = self.gw.registry();
+        let registry = self.gw.registry_now();
         let api = match registry.lookup(&canon.key) {
             Some(Lookup::Api(api)) if self.proxy => api.clone(),
             _ => {

@@ -139,7 +139,7 @@ pub fn policies(x: &mut Exchange<'_>) -> Flow {
     if s.apply_policies.is_empty() && s.apply_policy_id.is_empty() {
         return Flow::Continue;
     }
-    let set = x.gw.policies();
+    let set = x.gw.policies_now();
     match x.gw.applied.get(&x.stored_id, s, &set, &x.api.def.org_id) {
         Ok(applied) => {
             x.session = Some(applied);

@@ -241,7 +241,7 @@ fn wanted_policies(
         });
     }
     if let Some(id) = &base
-        && x.gw.policies().find(&def.org_id, id).is_none()
+        && x.gw.policies_now().find(&def.org_id, id).is_none()
     {
         return Err(x.reject(403, JwtError::NoPolicy.message()));
     }
