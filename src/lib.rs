@@ -14,6 +14,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod keyid;
+pub mod keylocks;
 pub mod keys;
 pub mod lifetime;
 pub mod metrics;

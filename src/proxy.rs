@@ -207,13 +207,17 @@ fn connection_listed<S: AsRef<str>>(headers: &Headers, keep: &[S]) -> Vec<String
         .collect()
 }
 
+/// Whether `name` belongs to one connection: a hop-by-hop field, or one
+/// of the names `Connection` listed (`listed`, from `connection_listed`).
+fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop fields and those `Connection` names, except `keep`.
 pub fn strip_hop_by_hop<S: AsRef<str>>(headers: &mut Headers, keep: &[S]) {
     let listed = connection_listed(headers, keep);
-    let named = |list: &[&str], name: &str| list.iter().any(|h| h.eq_ignore_ascii_case(name));
-    headers.retain(|name, _| {
-        !named(HOP_BY_HOP, name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-    });
+    headers.retain(|name, _| !is_hop_by_hop(name, &listed));
 }
 
 /// The upstream request head: the client's fields, less hop-by-hop ones
@@ -229,8 +233,7 @@ fn upstream_head(x: &Exchange<'_>, upstream: &Target, target: &str, out: &mut Ve
     let strip_auth = x.api.def.strip_auth_data;
     // What survives hop-by-hop removal and `strip_auth_data`.
     let passes = |name: &str| {
-        !(HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+        !(is_hop_by_hop(name, &listed)
             || (strip_auth && auth_headers.iter().any(|a| a.eq_ignore_ascii_case(name))))
     };
     let has = |name: &str| passes(name) && req.headers.contains(name);
@@ -252,10 +255,10 @@ fn upstream_head(x: &Exchange<'_>, upstream: &Target, target: &str, out: &mut Ve
         head.field("Upgrade", asked.as_bytes());
     }
     if forwarded_for {
+        let keep_prior = passes("x-forwarded-for");
         let prior = req.headers.get_all("x-forwarded-for");
-        let prior = prior.filter(|_| passes("x-forwarded-for"));
         head.field_with("X-Forwarded-For", |out| {
-            for value in prior.filter(|v| std::str::from_utf8(v).is_ok()) {
+            for value in prior.filter(|v| keep_prior && std::str::from_utf8(v).is_ok()) {
                 out.extend_from_slice(value);
                 out.extend_from_slice(b", ");
             }

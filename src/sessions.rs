@@ -8,14 +8,15 @@
 //! long a session lives (`lifetime`): a cached session is dropped when its
 //! stored copy's lifetime ends, never served past it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 
 use crate::error::Error;
 use crate::gateway::unix_now_ms;
+use crate::keylocks::KeyLocks;
 use crate::metrics::Striped;
 use crate::session::Session;
 use crate::store::{Store, Write};
@@ -39,7 +40,7 @@ pub struct Sessions {
     /// Serialise writers of the same id, and cache fills against them
     /// (striped by id, so writers of different keys reach the store
     /// together and share its flushes).
-    writers: [Mutex<()>; STRIPES],
+    writers: KeyLocks<STRIPES>,
     /// Lookups answered from memory, and those that read the store.
     pub hits: Striped,
     pub misses: Striped,
@@ -77,7 +78,7 @@ impl Sessions {
             cache: Cache::new(capacity.max(16)),
             max_age,
             epoch: AtomicU64::new(0),
-            writers: std::array::from_fn(|_| Mutex::new(())),
+            writers: KeyLocks::default(),
             hits: Striped::default(),
             misses: Striped::default(),
         }
@@ -102,7 +103,7 @@ impl Sessions {
                 return Ok(None);
             }
         };
-        let _w = self.stripe(id);
+        let _w = self.writers.lock(id);
         if self.epoch.load(Ordering::SeqCst) == before {
             let entry = Cached::new(session.clone(), stored.expires_at_ms);
             self.cache.insert(id.to_string(), entry);
@@ -122,14 +123,6 @@ impl Sessions {
         Some(c.session)
     }
 
-    /// The writer lock of `id`'s stripe.
-    fn stripe(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(id, &mut h);
-        let i = usize::try_from(std::hash::Hasher::finish(&h) % STRIPES as u64).unwrap_or(0);
-        self.writers[i].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether `id` is in memory (a `get` would not read the store).
     pub fn is_cached(&self, id: &str) -> bool {
         self.cached(id).is_some()
@@ -138,7 +131,7 @@ impl Sessions {
     /// Forgets the cached copies of `ids` (another gateway changed them).
     pub fn evict(&self, ids: &[&str]) {
         for id in ids {
-            let _w = self.stripe(id);
+            let _w = self.writers.lock(id);
             self.cache.remove(*id);
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
@@ -146,11 +139,7 @@ impl Sessions {
 
     /// Forgets every cached session (cluster messages may have been lost).
     pub fn evict_all(&self) {
-        let _all: Vec<_> = self
-            .writers
-            .iter()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
+        let _all = self.writers.lock_all();
         self.cache.clear();
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
@@ -186,7 +175,7 @@ impl Sessions {
             .ok()
             .filter(|&ttl| ttl > 0)
             .map(|ttl| unix_now_ms().saturating_add(ttl.saturating_mul(1000)));
-        let _w = self.stripe(id);
+        let _w = self.writers.lock(id);
         let written = self.store.write(&store_key(id), &bytes, how)?;
         if written {
             let entry = Cached::new(session, expires_at_ms);
@@ -204,7 +193,7 @@ impl Sessions {
 
     /// Removes the session stored under `id`; false when there was none.
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
-        let _w = self.stripe(id);
+        let _w = self.writers.lock(id);
         let existed = self.store.delete(&store_key(id))?;
         self.cache.remove(id);
         self.epoch.fetch_add(1, Ordering::SeqCst);

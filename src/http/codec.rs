@@ -640,15 +640,12 @@ impl<'a> RequestHeadWriter<'a> {
         encode_field(self.out, name, value);
     }
 
-    /// A field whose value is written by `value` (no allocation).
+    /// A field whose value is written by `value` (no allocation); a
+    /// framing field is dropped.
     pub fn field_with(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
-        if is_framing_field(name) {
-            return;
+        if !is_framing_field(name) {
+            put_field(self.out, name, value);
         }
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b": ");
-        value(self.out);
-        self.out.extend_from_slice(b"\r\n");
     }
 
     pub fn finish(self, framing: Framing) {
@@ -669,12 +666,16 @@ fn encode_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     // send (a WebSocket handshake and its 101); hop-by-hop removal has
     // already dropped any the peer sent.
     let upgrade = name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case(b"upgrade");
-    if is_framing_field(name) && !upgrade {
-        return;
+    if !is_framing_field(name) || upgrade {
+        put_field(out, name, |out| out.extend_from_slice(value));
     }
+}
+
+/// `name: value` and its line end.
+fn put_field(out: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    value(out);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -65,32 +65,10 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     // call: one round trip to shared counters for the whole request.
     let api = api_limit(x);
     x.api_rate_counted = true;
-    let s = x.session.clone().expect("checked by limit_and_scope");
-    let stored_id = x.stored_id.clone();
-    let ask = Ask {
-        rate: bucket.as_deref().map(|bucket| RateAsk {
-            bucket,
-            generation: s.last_updated.as_str(),
-            rate: Rate {
-                rate: limit.rate,
-                per: limit.per,
-            },
-        }),
-        quota: quota.as_deref().map(|name| QuotaAsk {
-            name,
-            key: &stored_id,
-            max: limit.quota_max,
-            renewal_rate: limit.quota_renewal_rate,
-        }),
-        api_rate: api.as_ref().map(|(bucket, rate)| RateAsk {
-            bucket,
-            generation: "",
-            rate: *rate,
-        }),
-    };
+    let names = Names { bucket, quota, api };
     let mut retries = limit.throttle_retry_limit.max(0);
     loop {
-        let counted = match x.gw.counters.count(&ask, now_ms()) {
+        let counted = match x.gw.counters.count(&names.ask(x, &limit), now_ms()) {
             Ok(c) => c,
             Err(e) => return counters_down(x, &e),
         };
@@ -115,6 +93,45 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
             Some(d) if !d.allowed => api_rate_refused(x),
             _ => Flow::Continue,
         };
+    }
+}
+
+/// The counters one keyed request counts against, named once per request.
+struct Names {
+    /// The key's rate bucket (None: the API disables rate limits).
+    bucket: Option<String>,
+    /// The key's quota counter (None: no quota counted).
+    quota: Option<String>,
+    /// The API's own bucket and rate, when it has one.
+    api: Option<(String, Rate)>,
+}
+
+impl Names {
+    /// What to count, borrowed from `x` (its session and stored id) only
+    /// for the call: the stages after it may change `x`.
+    fn ask<'a>(&'a self, x: &'a Exchange<'_>, limit: &Limit) -> Ask<'a> {
+        let generation = x.session.as_deref().map_or("", |s| s.last_updated.as_str());
+        Ask {
+            rate: self.bucket.as_deref().map(|bucket| RateAsk {
+                bucket,
+                generation,
+                rate: Rate {
+                    rate: limit.rate,
+                    per: limit.per,
+                },
+            }),
+            quota: self.quota.as_deref().map(|name| QuotaAsk {
+                name,
+                key: &x.stored_id,
+                max: limit.quota_max,
+                renewal_rate: limit.quota_renewal_rate,
+            }),
+            api_rate: self.api.as_ref().map(|(bucket, rate)| RateAsk {
+                bucket,
+                generation: "",
+                rate: *rate,
+            }),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Condvar, Mutex};
 use super::{Store, Stored, Write};
 use crate::error::Error;
 use crate::gateway::unix_now_ms;
+use crate::keylocks::KeyLocks;
 
 /// The embedded sled store.
 ///
@@ -33,7 +34,7 @@ pub struct SledStore {
     /// Held (by key stripe) across the check and the commit of a
     /// conditional write, and of a delete, so an `existing_only` write
     /// never lands after a delete that it saw the key before.
-    guards: [Mutex<()>; GUARDS],
+    guards: KeyLocks<GUARDS>,
 }
 
 const GUARDS: usize = 16;
@@ -65,7 +66,7 @@ impl SledStore {
             round_done: Condvar::new(),
             failing: AtomicBool::new(false),
             write_errors: AtomicU64::new(0),
-            guards: std::array::from_fn(|_| Mutex::new(())),
+            guards: KeyLocks::default(),
         };
         let inside = store.stored_seq()?;
         let acknowledged = read_seq_file(path);
@@ -94,14 +95,6 @@ impl SledStore {
             path: self.path.clone(),
             message: e.to_string(),
         }
-    }
-
-    /// The guard of `key`'s stripe.
-    fn guard(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(key, &mut h);
-        let i = usize::try_from(std::hash::Hasher::finish(&h) % GUARDS as u64).unwrap_or(0);
-        self.guards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes every entry whose lifetime has passed (reads already treat
@@ -350,7 +343,7 @@ impl Store for SledStore {
         if !how.existing_only {
             return self.commit(vec![op]).map(|()| true);
         }
-        let _g = self.guard(key);
+        let _g = self.guards.lock(key);
         if self.read(key)?.is_none() {
             return Ok(false);
         }
@@ -366,7 +359,7 @@ impl Store for SledStore {
     }
 
     fn delete(&self, key: &str) -> Result<bool, Error> {
-        let _g = self.guard(key);
+        let _g = self.guards.lock(key);
         let existed = self.read(key)?.is_some();
         self.commit(vec![(key.to_string(), None)])?;
         Ok(existed)
