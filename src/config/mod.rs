@@ -230,10 +230,6 @@ pub struct ServerConfig {
     /// just answered, while no other connection waits (0 = never).
     pub linger: Duration,
     pub close_connections: bool,
-    /// Cluster mode: a worker that served a deferred request keeps its
-    /// connection (lingering as for any other), since the connection's
-    /// next keyed request would defer again (its counters are in Redis).
-    pub keep_deferred: bool,
 }
 
 /// The validated configuration.
@@ -889,7 +885,6 @@ impl RawConfig {
                 None => 2,
             }),
             close_connections: self.close_connections,
-            keep_deferred: self.storage.kind == "redis",
         })
     }
 }

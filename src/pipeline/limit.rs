@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
-use crate::counters::{Ask, QuotaAsk, RateAsk};
+use crate::counters::{Ask, Counted, QuotaAsk, RateAsk};
+use crate::error::Error;
 use crate::gateway::unix_now_ms as now_ms;
 use crate::keyid;
 use crate::metrics::Flag;
@@ -44,10 +45,6 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     let Some((limit, scope)) = limit_and_scope(x) else {
         return Flow::Continue;
     };
-    // Shared counters wait on the network: never on the event loop.
-    if x.nonblocking && x.gw.counters.remote() {
-        return Flow::Defer;
-    }
     let bucket = (!x.api.def.disable_rate_limit).then(|| {
         // rate-limit-[{scope}-]{stored id}
         let mut name = String::with_capacity(12 + scope.len() + x.stored_id.len());
@@ -68,9 +65,10 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     let names = Names { bucket, quota, api };
     let mut retries = limit.throttle_retry_limit.max(0);
     loop {
-        let counted = match x.gw.counters.count(&names.ask(x, &limit), now_ms()) {
-            Ok(c) => c,
-            Err(e) => return counters_down(x, &e),
+        let counted = match count(x, &names, limit) {
+            None => return Flow::Park,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return counters_down(x, &e),
         };
         match rate_answer(x, counted.rate) {
             Flow::Continue => {}
@@ -96,7 +94,46 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     }
 }
 
+/// Counts `names`: at once, or, on the event loop with shared counters,
+/// by parking the request (None) and, when it comes back to this stage,
+/// with the answer that came.
+fn count(x: &mut Exchange<'_>, names: &Names, limit: Limit) -> Option<Result<Counted, Error>> {
+    if let Some(answer) = x.counted.take() {
+        return Some(answer);
+    }
+    let generation = x.session.as_deref().map_or("", |s| s.last_updated.as_str());
+    if x.nonblocking && x.gw.counters.remote() {
+        x.waiting = Some(Waiting {
+            names: names.clone(),
+            limit,
+            key: x.stored_id.clone(),
+            generation: generation.to_string(),
+        });
+        return None;
+    }
+    Some(
+        x.gw.counters
+            .count(&names.ask(&limit, &x.stored_id, generation), now_ms()),
+    )
+}
+
+/// What a parked request asks the shared counters, owned: the stages
+/// after it may change the exchange.
+pub struct Waiting {
+    names: Names,
+    limit: Limit,
+    key: String,
+    generation: String,
+}
+
+impl Waiting {
+    pub fn ask(&self) -> Ask<'_> {
+        self.names.ask(&self.limit, &self.key, &self.generation)
+    }
+}
+
 /// The counters one keyed request counts against, named once per request.
+#[derive(Clone, Default)]
 struct Names {
     /// The key's rate bucket (None: the API disables rate limits).
     bucket: Option<String>,
@@ -107,10 +144,9 @@ struct Names {
 }
 
 impl Names {
-    /// What to count, borrowed from `x` (its session and stored id) only
-    /// for the call: the stages after it may change `x`.
-    fn ask<'a>(&'a self, x: &'a Exchange<'_>, limit: &Limit) -> Ask<'a> {
-        let generation = x.session.as_deref().map_or("", |s| s.last_updated.as_str());
+    /// What to count for the key stored as `key` (its session's
+    /// `generation`), borrowed only for the call.
+    fn ask<'a>(&'a self, limit: &Limit, key: &'a str, generation: &'a str) -> Ask<'a> {
         Ask {
             rate: self.bucket.as_deref().map(|bucket| RateAsk {
                 bucket,
@@ -122,7 +158,7 @@ impl Names {
             }),
             quota: self.quota.as_deref().map(|name| QuotaAsk {
                 name,
-                key: &x.stored_id,
+                key,
                 max: limit.quota_max,
                 renewal_rate: limit.quota_renewal_rate,
             }),
@@ -283,24 +319,17 @@ pub fn api_rate(x: &mut Exchange<'_>) -> Flow {
     if x.api_rate_counted {
         return Flow::Continue;
     }
-    let Some((bucket, rate)) = api_limit(x) else {
+    let Some(api) = api_limit(x) else {
         return Flow::Continue;
     };
-    // Shared counters wait on the network: never on the event loop.
-    if x.nonblocking && x.gw.counters.remote() {
-        return Flow::Defer;
-    }
-    let ask = Ask {
-        api_rate: Some(RateAsk {
-            bucket: &bucket,
-            generation: "",
-            rate,
-        }),
-        ..Ask::default()
+    let names = Names {
+        api: Some(api),
+        ..Names::default()
     };
-    match x.gw.counters.count(&ask, now_ms()) {
-        Ok(c) if c.api_rate.is_some_and(|d| !d.allowed) => api_rate_refused(x),
-        Ok(_) => Flow::Continue,
-        Err(e) => counters_down(x, &e),
+    match count(x, &names, Limit::default()) {
+        None => Flow::Park,
+        Some(Ok(c)) if c.api_rate.is_some_and(|d| !d.allowed) => api_rate_refused(x),
+        Some(Ok(_)) => Flow::Continue,
+        Some(Err(e)) => counters_down(x, &e),
     }
 }

@@ -18,7 +18,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::apidef::{ApiDefinition, ApiSpec, AuthChain, AuthMethod, Endpoints};
-use crate::error::proxy_error;
+use crate::counters::Counted;
+use crate::error::{Error, proxy_error};
 use crate::gateway::Gateway;
 use crate::http::{Headers, Request, Response, Version};
 use crate::metrics::Tally;
@@ -33,6 +34,11 @@ pub enum Flow {
     /// Only when `Exchange::nonblocking`: this request needs a worker
     /// (a cold key, a throttle wait). Nothing has been counted yet.
     Defer,
+    /// Only when `Exchange::nonblocking`: the stage set `waiting`, what
+    /// to count in shared counters; the request waits for their answer
+    /// off the loop (`Prepared::Count`) and comes back to the same stage
+    /// with `counted` set.
+    Park,
 }
 
 /// One step of the pipeline.
@@ -89,6 +95,10 @@ pub struct Exchange<'a> {
     /// the stages only for an API that looks into bodies
     /// (`basic_auth.extract_from_body`); it is forwarded as read.
     pub body: Option<Vec<u8>>,
+    /// What a parking stage asks the shared counters (`Flow::Park`).
+    pub waiting: Option<limit::Waiting>,
+    /// Their answer, when the request comes back to that stage.
+    pub counted: Option<Result<Counted, Error>>,
 }
 
 /// How the transforms change forwarding (`transform`).
@@ -204,26 +214,28 @@ pub enum Prepared {
     Forward(Box<Forward>),
     /// Needs a worker: run it again with `run`.
     Defer(Request),
+    /// Waits for the shared counters: `Parked::start`, then, once its
+    /// `done` has it back, `Parked::resume`.
+    Count(Box<Parked>),
 }
 
-/// Runs `api`'s stages on `req` without forwarding it. With `nonblocking`,
-/// a stage that would block (store read, throttle wait) defers instead.
-pub fn prepare(
-    gw: &Gateway,
-    api: &ApiSpec,
-    req: Request,
-    routed: Routed,
-    nonblocking: bool,
-) -> Prepared {
-    prepare_with(gw, api, req, routed, nonblocking, None)
+/// Runs `api`'s stages on `req` without forwarding it and without
+/// blocking (on the event loop): a stage that would block (store read,
+/// throttle wait) defers, and one that counts in shared counters parks.
+pub fn prepare(gw: &Arc<Gateway>, api: &Arc<ApiSpec>, req: Request, routed: Routed) -> Prepared {
+    prepare_with(gw, api, req, routed, Some((gw, api)), None)
 }
+
+/// `nonblocking`: the gateway and API a parked request keeps (None: run
+/// on a worker, blocking allowed).
+type Loop<'a> = Option<(&'a Arc<Gateway>, &'a Arc<ApiSpec>)>;
 
 fn prepare_with(
     gw: &Gateway,
     api: &ApiSpec,
     req: Request,
     routed: Routed,
-    nonblocking: bool,
+    nonblocking: Loop<'_>,
     body: Option<Vec<u8>>,
 ) -> Prepared {
     let path = routed.key.as_deref().unwrap_or(&req.path);
@@ -245,19 +257,31 @@ fn prepare_with(
         cors: Vec::new(),
         websocket: false,
         response_headers: Headers::new(),
-        nonblocking,
+        nonblocking: nonblocking.is_some(),
         api_rate_counted: false,
         body,
+        waiting: None,
+        counted: None,
     };
     x.websocket = gw.config.enable_websockets && is_websocket(&x.req);
-    if x.websocket && nonblocking {
+    if x.websocket && x.nonblocking {
         // A tunnel is a worker's to set up.
         return Prepared::Defer(x.req);
     }
+    proceed(x, 0, nonblocking)
+}
+
+/// Runs the stages from index `from` on, then plans the forward.
+fn proceed(mut x: Exchange<'_>, from: usize, nonblocking: Loop<'_>) -> Prepared {
     // `CORS.options_passthrough`: every OPTIONS goes upstream untouched,
     // past every stage, auth included (Tyk).
-    let passthrough = api.def.cors.options_passthrough && x.req.method == "OPTIONS";
-    for step in api.stages.iter().filter(|_| !passthrough) {
+    let passthrough = x.api.def.cors.options_passthrough && x.req.method == "OPTIONS";
+    let stages = if passthrough {
+        &[][..]
+    } else {
+        &x.api.stages[..]
+    };
+    for (i, step) in stages.iter().enumerate().skip(from) {
         if step.keyed && x.ignored {
             continue;
         }
@@ -269,6 +293,18 @@ fn prepare_with(
                 return Prepared::Respond(res);
             }
             Flow::Defer => return Prepared::Defer(x.req),
+            Flow::Park => {
+                let (Some((gw, api)), Some(waiting)) = (nonblocking, x.waiting.take()) else {
+                    unreachable!("only a nonblocking stage parks, after saying what it waits for")
+                };
+                return Prepared::Count(Box::new(Parked {
+                    gw: gw.clone(),
+                    api: api.clone(),
+                    stage: i,
+                    waiting: Some(waiting),
+                    held: Held::from(x),
+                }));
+            }
         }
     }
     for (name, value) in x.cors.drain(..) {
@@ -283,6 +319,123 @@ fn prepare_with(
         Err(mut res) => {
             tally(&x, &mut res.tally, "");
             Prepared::Respond(res)
+        }
+    }
+}
+
+/// A request waiting for the shared counters' answer, off the event
+/// loop: everything its stages learned so far, owned.
+pub struct Parked {
+    gw: Arc<Gateway>,
+    api: Arc<ApiSpec>,
+    /// The stage that parked it; it runs again with the answer.
+    stage: usize,
+    waiting: Option<limit::Waiting>,
+    held: Held,
+}
+
+impl Parked {
+    /// Asks the counters; `done` gets the request back, answer included,
+    /// on whichever thread the answer arrives.
+    pub fn start(mut self: Box<Self>, done: Box<dyn FnOnce(Box<Parked>) + Send>) {
+        let waiting = self
+            .waiting
+            .take()
+            .expect("a parked request waits for something");
+        let gw = self.gw.clone();
+        gw.counters.count_later(
+            &waiting.ask(),
+            crate::gateway::unix_now_ms(),
+            Box::new(move |answer| {
+                self.held.counted = Some(answer);
+                done(self);
+            }),
+        );
+    }
+
+    /// Runs the rest of the stages, from the one that parked, with the
+    /// counters' answer; never blocks (it may park again or defer).
+    pub fn resume(self: Box<Self>) -> Prepared {
+        let Parked {
+            gw,
+            api,
+            stage,
+            held,
+            ..
+        } = *self;
+        let x = held.into_exchange(&gw, &api);
+        proceed(x, stage, Some((&gw, &api)))
+    }
+}
+
+/// An `Exchange` without its borrows (the gateway, the API and its
+/// endpoint rules, found again from the version when it resumes).
+struct Held {
+    req: Request,
+    routed: Routed,
+    rest: String,
+    now: i64,
+    session: Option<Arc<Session>>,
+    stored_id: String,
+    version: Option<String>,
+    strip_version: Option<String>,
+    ignored: bool,
+    edits: Edits,
+    cors: Vec<(&'static str, String)>,
+    websocket: bool,
+    response_headers: Headers,
+    api_rate_counted: bool,
+    body: Option<Vec<u8>>,
+    counted: Option<Result<Counted, Error>>,
+}
+
+impl From<Exchange<'_>> for Held {
+    fn from(x: Exchange<'_>) -> Held {
+        Held {
+            req: x.req,
+            routed: x.routed,
+            rest: x.rest,
+            now: x.now,
+            session: x.session,
+            stored_id: x.stored_id,
+            version: x.version,
+            strip_version: x.strip_version,
+            ignored: x.ignored,
+            edits: x.edits,
+            cors: x.cors,
+            websocket: x.websocket,
+            response_headers: x.response_headers,
+            api_rate_counted: x.api_rate_counted,
+            body: x.body,
+            counted: x.counted,
+        }
+    }
+}
+
+impl Held {
+    fn into_exchange<'a>(self, gw: &'a Gateway, api: &'a ApiSpec) -> Exchange<'a> {
+        Exchange {
+            gw,
+            api,
+            rules: self.version.as_ref().and_then(|v| api.endpoints.get(v)),
+            req: self.req,
+            routed: self.routed,
+            rest: self.rest,
+            now: self.now,
+            session: self.session,
+            stored_id: self.stored_id,
+            version: self.version,
+            strip_version: self.strip_version,
+            ignored: self.ignored,
+            edits: self.edits,
+            cors: self.cors,
+            websocket: self.websocket,
+            response_headers: self.response_headers,
+            nonblocking: true,
+            api_rate_counted: self.api_rate_counted,
+            body: self.body,
+            waiting: None,
+            counted: self.counted,
         }
     }
 }
@@ -369,13 +522,15 @@ pub fn run(
         }
         prefix = Some(buf);
     }
-    match prepare_with(gw, api, req, routed, false, prefix) {
+    match prepare_with(gw, api, req, routed, None, prefix) {
         Prepared::Respond(res) => res,
         Prepared::Forward(f) if f.websocket => f.upgrade(),
         Prepared::Forward(mut f) => match f.body_prefix.take() {
             Some(read) => f.send(&mut std::io::Cursor::new(read).chain(body)),
             None => f.send(body),
         },
-        Prepared::Defer(_) => unreachable!("blocking stages never defer"),
+        Prepared::Defer(_) | Prepared::Count(_) => {
+            unreachable!("blocking stages never defer or park")
+        }
     }
 }

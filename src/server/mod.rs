@@ -26,7 +26,7 @@ use crate::config::ServerConfig;
 use crate::http::codec::{RequestHead, ResponseHead};
 use crate::http::{Request, Response, Stream, Version, Wire};
 use crate::metrics::{Arrival, Metrics, method_index};
-use crate::pipeline::Prepared;
+use crate::pipeline::{Parked, Prepared};
 use crate::proxy::Forward;
 
 mod room;
@@ -172,7 +172,8 @@ pub(crate) struct Conn {
     pending: Vec<u8>,
     /// Close once `pending` is written.
     close_after: bool,
-    /// The event loop is waiting on this connection's upstream.
+    /// The event loop is waiting on this connection's upstream, or on
+    /// the shared counters for its request.
     busy: bool,
     _count: ConnCount,
 }
@@ -213,6 +214,9 @@ struct Shared {
 struct RoomLink {
     inbox: Sender<Inbound>,
     waker: Waker,
+    /// A wake is on its way: senders until the loop drains its inbox
+    /// need not wake it again (a batch of answers costs one wake).
+    woken: AtomicBool,
 }
 
 /// A connection arriving at an event loop from another thread.
@@ -221,6 +225,16 @@ pub(crate) enum Inbound {
     Back(Conn),
     /// Just accepted by another loop, assigned to this one.
     New(Conn),
+    /// A request of the loop's connection `token` with the shared
+    /// counters' answer (`Prepared::Count`); `body` bytes of it are still
+    /// buffered on the connection.
+    Counted {
+        room: usize,
+        token: mio::Token,
+        parked: Box<Parked>,
+        meta: Meta,
+        body: usize,
+    },
 }
 
 impl Shared {
@@ -229,12 +243,15 @@ impl Shared {
     fn send_to_room(&self, inbound: Inbound) -> bool {
         let room = match &inbound {
             Inbound::Back(c) | Inbound::New(c) => c.room,
+            Inbound::Counted { room, .. } => *room,
         };
         let link = &self.rooms[room];
         if link.inbox.send(inbound).is_err() {
             return false;
         }
-        let _ = link.waker.wake();
+        if !link.woken.swap(true, Ordering::SeqCst) {
+            let _ = link.waker.wake();
+        }
         true
     }
 }
@@ -261,7 +278,11 @@ pub fn serve(
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (inbox, rx) = crossbeam_channel::unbounded();
         polls.push(poll);
-        links.push(RoomLink { inbox, waker });
+        links.push(RoomLink {
+            inbox,
+            waker,
+            woken: AtomicBool::new(false),
+        });
         inboxes.push(rx);
     }
     let shared = Arc::new(Shared {

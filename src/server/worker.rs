@@ -40,17 +40,11 @@ fn run(shared: &Shared, job: Job) -> Option<Conn> {
             // check, a throttle wait); the next ones can take its fast path
             // again, so the connection goes straight back instead of
             // lingering here (under steady load it would never return).
-            // In cluster mode its next keyed request would defer again:
-            // the worker serves on, saving two hand-offs per request.
             conn.wire.stream.set_nonblocking(false).ok()?;
             if !serve_one(shared, &mut conn, Some((head, meta))) {
                 return None;
             }
-            if shared.cfg.keep_deferred {
-                serve_conn(shared, conn)
-            } else {
-                Some(conn)
-            }
+            Some(conn)
         }
         Job::Forward(conn, meta, plan) => {
             conn.wire.stream.set_nonblocking(false).ok()?;

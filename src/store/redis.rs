@@ -143,7 +143,7 @@ impl Redis {
         }
     }
 
-    fn error(&self, message: impl std::fmt::Display) -> Error {
+    pub fn error(&self, message: impl std::fmt::Display) -> Error {
         Error::Store {
             path: format!("redis://{}", self.addr).into(),
             message: message.to_string(),

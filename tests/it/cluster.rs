@@ -293,6 +293,77 @@ fn redis_down_fails_closed_and_every_node_recovers_by_itself() {
     }
 }
 
+/// The event loops count through one thread that pipelines every waiting
+/// request into one write. A script Redis forgot (SCRIPT FLUSH, as after a
+/// restart) is loaded again: nothing lost, nothing counted twice. A script
+/// error on one key's counter fails that key's requests only, though they
+/// share writes with another key's.
+#[test]
+fn pipelined_counting_survives_a_script_flush_and_a_broken_counter_fails_only_its_key() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(1, &redis, &up, json!({}));
+    let gw = &gws[0];
+    let key = || {
+        let mut s = session_for(&["c"]);
+        s["quota_max"] = json!(1000);
+        s["quota_remaining"] = json!(1000);
+        s["quota_renewal_rate"] = json!(3600);
+        gw.create_key(s)
+    };
+    let (a, b) = (key(), key());
+    for _ in 0..3 {
+        assert_eq!(status(gw, &a), 200);
+    }
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    for _ in 0..3 {
+        assert_eq!(status(gw, &a), 200, "{:?}", gw.logs());
+    }
+    let (sa, sb) = (gatehouse_murmur64(&a), gatehouse_murmur64(&b));
+    assert_eq!(redis.cli(&["GET", &format!("quota-{sa}")]), "6");
+    // a's sliding log becomes a string: its script fails with WRONGTYPE.
+    redis.cli(&["DEL", &format!("rate-limit-{sa}")]);
+    assert_eq!(redis.cli(&["SET", &format!("rate-limit-{sa}"), "x"]), "OK");
+    let port = gw.port();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                for i in 0..20 {
+                    let (name, key) = if (t + i) % 2 == 0 {
+                        ("a", &a)
+                    } else {
+                        ("b", &b)
+                    };
+                    let r = request(port, "GET", "/c/x", &[("Authorization", key)], None);
+                    seen.push((name, r.status, r.text()));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut served_b = 0;
+    for t in threads {
+        for (name, code, body) in t.join().unwrap() {
+            match name {
+                "a" => {
+                    assert_eq!(code, 503, "{body}");
+                    assert!(body.contains("Service temporarily unavailable."), "{body}");
+                }
+                _ => {
+                    assert_eq!(code, 200, "{body}");
+                    served_b += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(served_b, 80);
+    assert_eq!(redis.cli(&["GET", &format!("quota-{sb}")]), "80");
+    assert!(gw.saw_log("WRONGTYPE"), "{:?}", gw.logs());
+    assert!(!gw.logs_contain("panicked"), "{:?}", gw.logs());
+}
+
 #[test]
 fn a_session_written_as_tyk_writes_it_is_served_and_ours_read_back_in_tyks_layout() {
     let redis = RedisServer::start();

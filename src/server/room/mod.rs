@@ -28,10 +28,18 @@ use crate::FastMap;
 use crate::http::body::READ_CHUNK;
 use crate::http::codec::{self, head_ready, leading_blank};
 use crate::http::{Framing, Response, Stream, Wire};
-use crate::pipeline::Prepared;
+use crate::pipeline::{Parked, Prepared};
 use crate::upstream::UpstreamError;
 
 mod relay;
+
+/// What a handler that panicked on the loop prepared: a 500.
+fn unwound(prepared: std::thread::Result<Prepared>) -> Prepared {
+    prepared.unwrap_or_else(|_| {
+        error!("server: handler panicked on the event loop; answering 500");
+        Prepared::Respond(Response::text(500, "Internal Server Error").with_close())
+    })
+}
 
 use relay::Up;
 
@@ -295,10 +303,25 @@ impl WaitingRoom {
     }
 
     fn take_back(&mut self) {
+        // Cleared before draining: whatever arrives after this wakes the
+        // loop again.
+        self.shared.rooms[self.index]
+            .woken
+            .store(false, Ordering::SeqCst);
         while let Ok(inbound) = self.back.try_recv() {
             let mut conn = match inbound {
                 Inbound::New(conn) => {
                     self.wait(conn);
+                    continue;
+                }
+                Inbound::Counted {
+                    token,
+                    parked,
+                    meta,
+                    body,
+                    ..
+                } => {
+                    self.counted(token, parked, meta, body);
                     continue;
                 }
                 Inbound::Back(conn) => conn,
@@ -416,11 +439,31 @@ impl WaitingRoom {
         let started = conn.head_started.take().unwrap_or_else(Instant::now);
         let meta = Meta::of(&head, started);
         let handler = self.shared.handlers[conn.listener].clone();
-        let prepared = catch_unwind(AssertUnwindSafe(|| handler.prepare(head.request)));
-        let prepared = prepared.unwrap_or_else(|_| {
-            error!("server: handler panicked on the event loop; answering 500");
-            Prepared::Respond(Response::text(500, "Internal Server Error").with_close())
-        });
+        let prepared = unwound(catch_unwind(AssertUnwindSafe(|| {
+            handler.prepare(head.request)
+        })));
+        self.proceed(token, prepared, meta, body)
+    }
+
+    /// A parked request's counters answered: the rest of its stages run,
+    /// and then it goes on as any prepared request (the connection's next
+    /// requests wait until it is answered).
+    fn counted(&mut self, token: Token, parked: Box<Parked>, meta: Meta, body: usize) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return; // the client left meanwhile
+        };
+        conn.busy = false;
+        let prepared = unwound(catch_unwind(AssertUnwindSafe(|| parked.resume())));
+        if self.proceed(token, prepared, meta, body) {
+            self.try_serve(token);
+        }
+    }
+
+    /// Acts on what the handler prepared for the connection's request,
+    /// whose `body` bytes are still buffered; false when the loop is done
+    /// with the connection for now.
+    fn proceed(&mut self, token: Token, prepared: Prepared, meta: Meta, body: usize) -> bool {
+        let conn = self.conns.get_mut(&token).expect("present");
         match prepared {
             Prepared::Respond(res) => {
                 conn.wire.consume(body);
@@ -441,6 +484,22 @@ impl WaitingRoom {
                 plan.head.extend_from_slice(&conn.wire.buffered()[..body]);
                 conn.wire.consume(body);
                 self.forward(token, plan, meta);
+                false
+            }
+            // Counted off the loop; the answer comes back through the
+            // inbox (`counted`).
+            Prepared::Count(parked) => {
+                conn.busy = true;
+                let (shared, room) = (self.shared.clone(), self.index);
+                parked.start(Box::new(move |parked| {
+                    shared.send_to_room(Inbound::Counted {
+                        room,
+                        token,
+                        parked,
+                        meta,
+                        body,
+                    });
+                }));
                 false
             }
         }

@@ -1,148 +1,26 @@
-//! The counters behind rate limits and quotas, behind one narrow
-//! interface: `Local` (in memory, one gateway; quotas persisted in batches
-//! to the store) or `Shared` (Redis: exact across every gateway sharing
-//! it, in Tyk's keys and with Tyk's Redis algorithms, REDIS.md §5-6).
-//!
-//! `Shared` in Tyk's terms: quotas are `quota-[scope-]{id}` holding the
-//! used count, renewed by giving the key a TTL of `quota_renewal_rate`
-//! when it has none (PTTL, SET 0 EX, INCR inside a script, so no lock is
-//! needed); rate limits are the rolling limiter's sliding log
-//! (`rate-limit-[scope-]{id}`, a sorted set of request times in ns, every
-//! request logged, blocked ones too) or Tyk's fixed window. Everything a
-//! request counts against (the key's rate limit, its quota, the API's rate
-//! limit) is one Lua script call: one round trip per request. Tyk's
-//! default in-memory DRL would let N gateways each grant the whole rate,
-//! so it is not offered here.
+//! `Shared`: the counters in Redis, in Tyk's terms. Quotas are
+//! `quota-[scope-]{id}` holding the used count, renewed by giving the key
+//! a TTL of `quota_renewal_rate` when it has none (PTTL, SET 0 EX, INCR
+//! inside a script, so no lock is needed); rate limits are the rolling
+//! limiter's sliding log (`rate-limit-[scope-]{id}`, a sorted set of
+//! request times in ns, every request logged, blocked ones too) or Tyk's
+//! fixed window. Everything a request counts against (the key's rate
+//! limit, its quota, the API's rate limit) is one Lua script call: one
+//! round trip per request, and on the event loop's behalf one pipelined
+//! write for every request waiting (`batch`). Tyk's default in-memory DRL
+//! would let N gateways each grant the whole rate, so it is not offered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_channel::Sender;
+
+use super::batch::{self, Job};
+use super::{Ask, Counted, Counters, Done, QuotaAsk, RateAsk};
 use crate::error::Error;
-use crate::quota::{QuotaDecision, Quotas};
-use crate::ratelimit::{Decision, Rate, RateLimiter};
+use crate::quota::QuotaDecision;
+use crate::ratelimit::Decision;
 use crate::store::{Redis, glob_escape};
-
-/// One rate limit to count a request against.
-#[derive(Clone, Copy, Debug)]
-pub struct RateAsk<'a> {
-    pub bucket: &'a str,
-    /// Tells apart sessions rewritten since (the in-memory buckets restart
-    /// with them, as Tyk's DRL keys do); "" for API-level buckets.
-    pub generation: &'a str,
-    pub rate: Rate,
-}
-
-/// One quota counter to count a request against.
-#[derive(Clone, Copy, Debug)]
-pub struct QuotaAsk<'a> {
-    /// The counter, `quota-[scope-]{key}`.
-    pub name: &'a str,
-    /// The id the key is stored as.
-    pub key: &'a str,
-    pub max: i64,
-    pub renewal_rate: i64,
-}
-
-/// What one request counts against, in the pipeline's order: the key's
-/// rate limit, its quota, the API's rate limit. Counting stops at the
-/// first that refuses (a request the key's rate limit refuses uses no
-/// quota, as in Tyk, where the quota check never runs for it).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Ask<'a> {
-    pub rate: Option<RateAsk<'a>>,
-    pub quota: Option<QuotaAsk<'a>>,
-    pub api_rate: Option<RateAsk<'a>>,
-}
-
-/// The answers to an `Ask`. Each is None when it was not asked, when its
-/// rate sets no limit, or when an earlier one refused the request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Counted {
-    pub rate: Option<Decision>,
-    pub quota: Option<QuotaDecision>,
-    pub api_rate: Option<Decision>,
-}
-
-pub trait Counters: Send + Sync {
-    /// Counts one request against everything `ask` names, in order, up to
-    /// the first refusal (refused requests count too, in the counter that
-    /// refused them). Shared counters do it in one round trip.
-    fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error>;
-    /// Used count and renewal time (unix s, 0 = never) of a live counter.
-    fn quota_used(&self, name: &str, now: i64) -> Result<Option<(i64, i64)>, Error>;
-    /// Forgets every quota counter of the key stored as `key`.
-    fn reset_quotas(&self, key: &str) -> Result<(), Error>;
-    /// Background upkeep: persist, drop idle state.
-    fn upkeep(&self, _now_ms: u64) {}
-    /// Whether counting waits on the network (never on the event loop).
-    fn remote(&self) -> bool {
-        false
-    }
-}
-
-/// Whether a rate decision refused the request.
-fn refused(d: Option<Decision>) -> bool {
-    d.is_some_and(|d| !d.allowed)
-}
-
-/// One gateway's counters, in memory.
-pub struct Local {
-    pub quotas: Quotas,
-    pub rate: RateLimiter,
-}
-
-impl Local {
-    fn rate(&self, ask: &RateAsk<'_>, now_ms: u64) -> Option<Decision> {
-        // The bucket named with its generation, built in a reused buffer:
-        // no allocation per request.
-        thread_local!(static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
-        NAME.with(|name| {
-            let mut name = name.borrow_mut();
-            name.clear();
-            name.push_str(ask.bucket);
-            name.push(':');
-            name.push_str(ask.generation);
-            self.rate.check(&name, ask.rate, now_ms)
-        })
-    }
-}
-
-impl Counters for Local {
-    fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error> {
-        let mut out = Counted {
-            rate: ask.rate.and_then(|r| self.rate(&r, now_ms)),
-            ..Counted::default()
-        };
-        if refused(out.rate) {
-            return Ok(out);
-        }
-        if let Some(q) = ask.quota {
-            let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-            let d = self.quotas.check(q.name, q.key, q.max, q.renewal_rate, now);
-            out.quota = Some(d);
-            if !d.allowed {
-                return Ok(out);
-            }
-        }
-        out.api_rate = ask.api_rate.and_then(|r| self.rate(&r, now_ms));
-        Ok(out)
-    }
-
-    fn quota_used(&self, name: &str, now: i64) -> Result<Option<(i64, i64)>, Error> {
-        Ok(self.quotas.get(name, now))
-    }
-
-    fn reset_quotas(&self, key: &str) -> Result<(), Error> {
-        self.quotas.reset(key)
-    }
-
-    fn upkeep(&self, now_ms: u64) {
-        if let Err(e) = self.quotas.persist() {
-            log::error!("store: persisting quota counters failed: {e}");
-        }
-        self.rate.sweep(now_ms);
-    }
-}
 
 /// Every counter of one request, in one round trip. KEYS[i] is counter
 /// i; ARGV holds 6 values per counter: its kind and limit, then
@@ -202,15 +80,19 @@ pub struct Shared {
     /// Makes this gateway's log entries unique within a nanosecond.
     node: String,
     seq: AtomicU64,
+    /// The thread that counts for the event loops (`count_later`).
+    batch: Sender<Job>,
 }
 
 impl Shared {
     pub fn new(redis: Arc<Redis>, fixed_window: bool) -> Shared {
         let mut id = [0u8; 4];
         getrandom::getrandom(&mut id).ok();
+        let script = redis::Script::new(COUNT_LUA);
         Shared {
+            batch: batch::spawn(redis.clone(), script.clone()),
             redis,
-            script: redis::Script::new(COUNT_LUA),
+            script,
             fixed_window,
             node: id.iter().map(|b| format!("{b:02x}")).collect(),
             seq: AtomicU64::new(0),
@@ -229,6 +111,52 @@ pub fn window_start_ns(now_ns: u64, per_ns: u64) -> u64 {
     let since_year_one = u128::from(now_ns) + offset;
     let start = since_year_one - since_year_one % u128::from(per_ns.max(1));
     u64::try_from(start.saturating_sub(offset)).unwrap_or(0)
+}
+
+/// The counters of one request, in the order the script counts them.
+pub(super) struct Slots {
+    rate: Option<Slot>,
+    quota: Option<Slot>,
+    api_rate: Option<Slot>,
+}
+
+impl Slots {
+    fn each(&self) -> impl Iterator<Item = &Slot> {
+        [&self.rate, &self.quota, &self.api_rate]
+            .into_iter()
+            .flatten()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.each().count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.each().next().is_none()
+    }
+
+    /// The script's keys, one per counter.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.each().map(|s| s.key.as_str())
+    }
+
+    /// The script's arguments, six per counter.
+    pub(super) fn args(&self) -> impl Iterator<Item = &str> {
+        self.each().flat_map(|s| s.args.iter().map(String::as_str))
+    }
+
+    /// The decisions in the script's answer: two numbers per counter
+    /// counted, in order, up to the first refusal.
+    pub(super) fn read(&self, answers: &[i64]) -> Counted {
+        let mut pairs = answers.chunks_exact(2).map(|p| (p[0], p[1]));
+        let mut next =
+            |slot: &Option<Slot>| slot.as_ref().and_then(|s| Some((s.read, pairs.next()?)));
+        Counted {
+            rate: next(&self.rate).and_then(|(r, (count, _))| r.rate(count)),
+            quota: next(&self.quota).and_then(|(r, (used, pttl))| r.quota(used, pttl)),
+            api_rate: next(&self.api_rate).and_then(|(r, (count, _))| r.rate(count)),
+        }
+    }
 }
 
 /// One counter of a script call: its key, its six arguments, and how to
@@ -358,34 +286,44 @@ fn quota_slot(ask: &QuotaAsk<'_>, now_ms: u64) -> Slot {
     }
 }
 
+impl Shared {
+    fn slots(&self, ask: &Ask<'_>, now_ms: u64) -> Slots {
+        Slots {
+            rate: ask.rate.and_then(|r| self.rate_slot(&r, now_ms)),
+            quota: ask.quota.map(|q| quota_slot(&q, now_ms)),
+            api_rate: ask.api_rate.and_then(|r| self.rate_slot(&r, now_ms)),
+        }
+    }
+}
+
 impl Counters for Shared {
     fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error> {
-        let rate = ask.rate.and_then(|r| self.rate_slot(&r, now_ms));
-        let quota = ask.quota.map(|q| quota_slot(&q, now_ms));
-        let api_rate = ask.api_rate.and_then(|r| self.rate_slot(&r, now_ms));
-        let slots = [&rate, &quota, &api_rate];
-        if slots.iter().all(|s| s.is_none()) {
+        let slots = self.slots(ask, now_ms);
+        if slots.is_empty() {
             return Ok(Counted::default());
         }
         let answers: Vec<i64> = self.redis.run(|c| {
             let mut call = self.script.prepare_invoke();
-            for slot in slots.into_iter().flatten() {
-                call.key(&slot.key);
-                for arg in &slot.args {
-                    call.arg(arg);
-                }
+            for key in slots.keys() {
+                call.key(key);
+            }
+            for arg in slots.args() {
+                call.arg(arg);
             }
             call.invoke(c)
         })?;
-        // Two numbers per slot counted, in order, up to the first refusal.
-        let mut pairs = answers.chunks_exact(2).map(|p| (p[0], p[1]));
-        let mut next =
-            |slot: &Option<Slot>| slot.as_ref().and_then(|s| Some((s.read, pairs.next()?)));
-        Ok(Counted {
-            rate: next(&rate).and_then(|(r, (count, _))| r.rate(count)),
-            quota: next(&quota).and_then(|(r, (used, pttl))| r.quota(used, pttl)),
-            api_rate: next(&api_rate).and_then(|(r, (count, _))| r.rate(count)),
-        })
+        Ok(slots.read(&answers))
+    }
+
+    fn count_later(&self, ask: &Ask<'_>, now_ms: u64, done: Done) {
+        let slots = self.slots(ask, now_ms);
+        if slots.is_empty() {
+            return done(Ok(Counted::default()));
+        }
+        if let Err(gone) = self.batch.send(Job { slots, done }) {
+            let job = gone.into_inner();
+            (job.done)(Err(self.redis.error("the counting thread is gone")));
+        }
     }
 
     fn quota_used(&self, name: &str, now: i64) -> Result<Option<(i64, i64)>, Error> {
