@@ -1,10 +1,10 @@
-//! Counting for the event loops: one thread takes every request waiting
-//! to be counted in Redis and sends them in one pipelined write (an
-//! EVALSHA of the counting script each), then hands each answer to its
-//! request's `Done`. The loops never wait on Redis, and Redis reads one
-//! write per batch, not one per request. A batch fails as a whole only
-//! when Redis cannot be reached (each request is refused with 503, never
-//! served uncounted); a script error fails only its own request.
+//! The counting thread: every request waiting to be counted in Redis (the
+//! event loops' parked ones, a worker's) goes out in one script call per
+//! batch, one write and one answer, and each answer is handed to its
+//! request's `Done`. Redis runs the script once per batch, not once per
+//! request. A batch fails as a whole only when Redis cannot be reached or
+//! does not know the script (it is loaded and the batch sent again: it did
+//! not run); a command error fails only its own request.
 
 use std::sync::Arc;
 use std::thread;
@@ -13,12 +13,13 @@ use crossbeam_channel::{Receiver, Sender};
 use redis::{Script, Value};
 
 use super::Done;
-use super::shared::Slots;
+use super::shared::{COUNT_LUA, Slots};
 use crate::error::Error;
 use crate::store::Redis;
 
-/// Most requests sent in one write.
-const MAX_BATCH: usize = 512;
+/// Most requests counted in one script call (Redis serves no one else
+/// while it runs).
+const MAX_BATCH: usize = 256;
 
 /// One request to count.
 pub(super) struct Job {
@@ -27,8 +28,9 @@ pub(super) struct Job {
 }
 
 /// Starts the counting thread; it ends when the sender is dropped.
-pub(super) fn spawn(redis: Arc<Redis>, script: Script) -> Sender<Job> {
+pub(super) fn spawn(redis: Arc<Redis>) -> Sender<Job> {
     let (tx, rx) = crossbeam_channel::unbounded();
+    let script = Script::new(COUNT_LUA);
     let started = thread::Builder::new()
         .name("redis-count".into())
         .spawn(move || run(&redis, &script, &rx));
@@ -56,65 +58,60 @@ fn run(redis: &Redis, script: &Script, jobs: &Receiver<Job>) {
 /// What Redis answered one request: the script's numbers, or why not.
 type Answer = Result<Vec<i64>, String>;
 
-/// The script's answers for `batch`, in order. A script Redis has not
-/// loaded (a restart, SCRIPT FLUSH) is loaded and the requests it
-/// refused are sent again: they were not counted.
+/// The script's answers for `batch`, in order.
 fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
-    let mut answers: Vec<Option<Answer>> = batch.iter().map(|_| None).collect();
-    for attempt in 0..2 {
-        let todo: Vec<usize> = (0..batch.len()).filter(|&i| answers[i].is_none()).collect();
-        let sent = redis.run(|c| {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for &i in &todo {
-                let slots = &batch[i].slots;
-                let call = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(slots.len());
-                for key in slots.keys() {
-                    call.arg(key);
-                }
-                for arg in slots.args() {
-                    call.arg(arg);
-                }
-            }
-            pipe.query::<Vec<Value>>(c)
-        });
-        let values = match sent {
-            Ok(values) if values.len() == todo.len() => values,
-            Ok(values) => {
-                let why = format!("{} answers to {} scripts", values.len(), todo.len());
-                return fill(answers, &why);
-            }
-            Err(e) => return fill(answers, &message(e)),
-        };
-        let mut unloaded = false;
-        for (i, value) in todo.into_iter().zip(values) {
-            answers[i] = match value {
-                Value::ServerError(e) if e.code() == "NOSCRIPT" && attempt == 0 => {
-                    unloaded = true;
-                    None
-                }
-                Value::ServerError(e) => Some(Err(format!("counting script: {e}"))),
-                v => Some(
-                    redis::from_redis_value::<Vec<i64>>(v)
-                        .map_err(|e| format!("counting script answered {e}")),
-                ),
-            };
-        }
-        if !unloaded {
-            break;
-        }
-        if let Err(e) = redis.run(|c| script.load(c)) {
-            return fill(answers, &message(e));
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(script.get_hash())
+        .arg(batch.iter().map(|j| j.slots.len()).sum::<usize>());
+    for job in batch {
+        for key in job.slots.keys() {
+            call.arg(key);
         }
     }
-    fill(answers, "the counting script could not be loaded")
-}
-
-/// Every answer, those still missing failed with `why`.
-fn fill(answers: Vec<Option<Answer>>, why: &str) -> Vec<Answer> {
+    call.arg(batch.len());
+    for job in batch {
+        call.arg(job.slots.len());
+    }
+    for job in batch {
+        for arg in job.slots.args() {
+            call.arg(arg);
+        }
+    }
+    let mut unknown = false;
+    let mut sent = redis.run(|c| match call.query::<Value>(c) {
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            unknown = true;
+            Ok(Value::Nil)
+        }
+        other => other,
+    });
+    if unknown {
+        sent = redis.run(|c| {
+            script.load(c)?;
+            call.query::<Value>(c)
+        });
+    }
+    let answers = match sent {
+        Ok(Value::Array(answers)) if answers.len() == batch.len() => answers,
+        Ok(other) => {
+            let why = format!("the counting script answered {other:?}");
+            return batch.iter().map(|_| Err(why.clone())).collect();
+        }
+        Err(e) => {
+            let why = message(e);
+            return batch.iter().map(|_| Err(why.clone())).collect();
+        }
+    };
     answers
         .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err(why.to_string())))
+        .map(|answer| match answer {
+            Value::Array(_) => redis::from_redis_value::<Vec<i64>>(answer)
+                .map_err(|e| format!("the counting script answered {e}")),
+            other => Err(match redis::from_redis_value::<String>(other) {
+                Ok(why) => format!("counting script: {why}"),
+                Err(e) => format!("the counting script answered {e}"),
+            }),
+        })
         .collect()
 }
 

@@ -22,8 +22,10 @@ use crate::quota::QuotaDecision;
 use crate::ratelimit::Decision;
 use crate::store::{Redis, glob_escape};
 
-/// Every counter of one request, in one round trip. KEYS[i] is counter
-/// i; ARGV holds 6 values per counter: its kind and limit, then
+/// Every counter of a batch of requests, in one script call. ARGV[1] is
+/// the number of requests, then each request's number of counters, then
+/// 6 values per counter; KEYS holds one per counter, in the same order.
+/// A counter's values are its kind and limit, then
 /// - `s` (Tyk's rolling limiter, a sliding log): now in ns, the score
 ///   before which entries are dropped, this entry, the log's TTL in s;
 ///   refused when the count before this request reaches the limit (the
@@ -34,46 +36,64 @@ use crate::store::{Redis, glob_escape};
 ///   and given it: no lock needed); refused when the count passes the
 ///   limit (counted either way).
 ///
-/// Stops after the first counter that refuses. Returns two numbers per
-/// counter counted: the count (before this request for `s`, after it
-/// otherwise) and, for `q`, the counter's PTTL.
-const COUNT_LUA: &str = r"
-local out = {}
-for i, key in ipairs(KEYS) do
-  local o = (i - 1) * 6
-  local kind, limit = ARGV[o + 1], tonumber(ARGV[o + 2])
-  local count, ttl, refused = 0, 0, false
-  if kind == 's' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[o + 4])
-    count = redis.call('ZCARD', key)
-    redis.call('ZADD', key, ARGV[o + 3], ARGV[o + 5])
-    redis.call('EXPIRE', key, ARGV[o + 6])
-    refused = count >= limit
-  elseif kind == 'f' then
-    count = redis.call('INCR', key)
-    redis.call('PEXPIRE', key, ARGV[o + 3])
-    refused = count > limit
-  else
-    ttl = redis.call('PTTL', key)
-    local renewal = tonumber(ARGV[o + 3])
-    if ttl < 0 and renewal > 0 then
-      redis.call('SET', key, 0, 'EX', renewal)
-      ttl = renewal * 1000
+/// A request's counting stops after its first counter that refuses.
+/// Returns one answer per request: two numbers per counter counted (the
+/// count, before this request for `s`, after it otherwise; for `q`, the
+/// counter's PTTL), or, when a command failed (a key of the wrong type),
+/// the error as a string: the other requests are counted all the same.
+pub(super) const COUNT_LUA: &str = r"
+local function count(k, a, m)
+  local out = {}
+  for i = 1, m do
+    local key, o = KEYS[k + i], a + (i - 1) * 6
+    local kind, limit = ARGV[o + 1], tonumber(ARGV[o + 2])
+    local count, ttl, refused = 0, 0, false
+    if kind == 's' then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[o + 4])
+      count = redis.call('ZCARD', key)
+      redis.call('ZADD', key, ARGV[o + 3], ARGV[o + 5])
+      redis.call('EXPIRE', key, ARGV[o + 6])
+      refused = count >= limit
+    elseif kind == 'f' then
+      count = redis.call('INCR', key)
+      redis.call('PEXPIRE', key, ARGV[o + 3])
+      refused = count > limit
+    else
+      ttl = redis.call('PTTL', key)
+      local renewal = tonumber(ARGV[o + 3])
+      if ttl < 0 and renewal > 0 then
+        redis.call('SET', key, 0, 'EX', renewal)
+        ttl = renewal * 1000
+      end
+      count = redis.call('INCR', key)
+      refused = count > limit
     end
-    count = redis.call('INCR', key)
-    refused = count > limit
+    out[#out + 1] = count
+    out[#out + 1] = ttl
+    if refused then break end
   end
-  out[#out + 1] = count
-  out[#out + 1] = ttl
-  if refused then break end
+  return out
 end
-return out
+local n = tonumber(ARGV[1])
+local answers, k, a = {}, 0, 1 + n
+for j = 1, n do
+  local m = tonumber(ARGV[1 + j])
+  local ok, r = pcall(count, k, a, m)
+  if ok then
+    answers[j] = r
+  elseif type(r) == 'table' and r.err then
+    answers[j] = r.err
+  else
+    answers[j] = tostring(r)
+  end
+  k, a = k + m, a + 6 * m
+end
+return answers
 ";
 
 /// Counters in Redis, shared by every gateway using it.
 pub struct Shared {
     redis: Arc<Redis>,
-    script: redis::Script,
     /// `enable_fixed_window_rate_limiter`: Tyk's fixed window instead of
     /// the sliding log.
     fixed_window: bool,
@@ -88,11 +108,9 @@ impl Shared {
     pub fn new(redis: Arc<Redis>, fixed_window: bool) -> Shared {
         let mut id = [0u8; 4];
         getrandom::getrandom(&mut id).ok();
-        let script = redis::Script::new(COUNT_LUA);
         Shared {
-            batch: batch::spawn(redis.clone(), script.clone()),
+            batch: batch::spawn(redis.clone()),
             redis,
-            script,
             fixed_window,
             node: id.iter().map(|b| format!("{b:02x}")).collect(),
             seq: AtomicU64::new(0),
@@ -297,22 +315,19 @@ impl Shared {
 }
 
 impl Counters for Shared {
+    /// Through the counting thread too (one mechanism, and a worker's
+    /// request shares its write with the event loops').
     fn count(&self, ask: &Ask<'_>, now_ms: u64) -> Result<Counted, Error> {
-        let slots = self.slots(ask, now_ms);
-        if slots.is_empty() {
-            return Ok(Counted::default());
-        }
-        let answers: Vec<i64> = self.redis.run(|c| {
-            let mut call = self.script.prepare_invoke();
-            for key in slots.keys() {
-                call.key(key);
-            }
-            for arg in slots.args() {
-                call.arg(arg);
-            }
-            call.invoke(c)
-        })?;
-        Ok(slots.read(&answers))
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.count_later(
+            ask,
+            now_ms,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(self.redis.error("the counting thread is gone")))
     }
 
     fn count_later(&self, ask: &Ask<'_>, now_ms: u64, done: Done) {
