@@ -91,10 +91,10 @@ fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
             call.query::<Value>(c)
         });
     }
-    let answers = match sent {
-        Ok(Value::Array(answers)) if answers.len() == batch.len() => answers,
-        Ok(other) => {
-            let why = format!("the counting script answered {other:?}");
+    let text = match sent.map(redis::from_redis_value::<String>) {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => {
+            let why = format!("the counting script answered {e}");
             return batch.iter().map(|_| Err(why.clone())).collect();
         }
         Err(e) => {
@@ -102,15 +102,23 @@ fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
             return batch.iter().map(|_| Err(why.clone())).collect();
         }
     };
+    let mut answers: Vec<Answer> = text.split('\n').map(answer).collect();
+    if answers.len() != batch.len() {
+        let why = format!("{} answers to {} requests", answers.len(), batch.len());
+        answers = batch.iter().map(|_| Err(why.clone())).collect();
+    }
     answers
-        .into_iter()
-        .map(|answer| match answer {
-            Value::Array(_) => redis::from_redis_value::<Vec<i64>>(answer)
-                .map_err(|e| format!("the counting script answered {e}")),
-            other => Err(match redis::from_redis_value::<String>(other) {
-                Ok(why) => format!("counting script: {why}"),
-                Err(e) => format!("the counting script answered {e}"),
-            }),
+}
+
+/// One request's line of the script's answer.
+fn answer(line: &str) -> Answer {
+    if let Some(why) = line.strip_prefix('!') {
+        return Err(format!("counting script: {why}"));
+    }
+    line.split(' ')
+        .map(|n| {
+            n.parse::<i64>()
+                .map_err(|_| format!("the counting script answered {line:?}"))
         })
         .collect()
 }
@@ -121,5 +129,21 @@ fn message(e: Error) -> String {
     match e {
         Error::Store { message, .. } => message,
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer;
+
+    #[test]
+    fn a_line_is_numbers_or_an_error() {
+        assert_eq!(answer("3 0 7 3599000"), Ok(vec![3, 0, 7, 3_599_000]));
+        assert_eq!(
+            answer("!WRONGTYPE Operation against a key"),
+            Err("counting script: WRONGTYPE Operation against a key".to_string())
+        );
+        assert!(answer("3 x").is_err());
+        assert!(answer("").is_err());
     }
 }

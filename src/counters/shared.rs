@@ -37,10 +37,12 @@ use crate::store::{Redis, glob_escape};
 ///   limit (counted either way).
 ///
 /// A request's counting stops after its first counter that refuses.
-/// Returns one answer per request: two numbers per counter counted (the
-/// count, before this request for `s`, after it otherwise; for `q`, the
-/// counter's PTTL), or, when a command failed (a key of the wrong type),
-/// the error as a string: the other requests are counted all the same.
+/// Returns one line per request (one string: Redis's reply parser is
+/// slow on many small values): two numbers per counter counted, separated
+/// by spaces (the count, before this request for `s`, after it otherwise;
+/// for `q`, the counter's PTTL), or, when a command failed (a key of the
+/// wrong type), `!` and the error: the other requests are counted all the
+/// same.
 pub(super) const COUNT_LUA: &str = r"
 local function count(k, a, m)
   local out = {}
@@ -80,15 +82,14 @@ for j = 1, n do
   local m = tonumber(ARGV[1 + j])
   local ok, r = pcall(count, k, a, m)
   if ok then
-    answers[j] = r
-  elseif type(r) == 'table' and r.err then
-    answers[j] = r.err
+    answers[j] = table.concat(r, ' ')
   else
-    answers[j] = tostring(r)
+    if type(r) == 'table' and r.err then r = r.err end
+    answers[j] = '!' .. string.gsub(tostring(r), '\n', ' ')
   end
   k, a = k + m, a + 6 * m
 end
-return answers
+return table.concat(answers, '\n')
 ";
 
 /// Counters in Redis, shared by every gateway using it.
@@ -160,7 +161,7 @@ impl Slots {
 
     /// The script's arguments, six per counter.
     pub(super) fn args(&self) -> impl Iterator<Item = &str> {
-        self.each().flat_map(|s| s.args.iter().map(String::as_str))
+        self.each().flat_map(|s| s.args.split(' '))
     }
 
     /// The decisions in the script's answer: two numbers per counter
@@ -181,8 +182,43 @@ impl Slots {
 /// read its answer.
 struct Slot {
     key: String,
-    args: [String; 6],
+    /// Six, separated by spaces (no argument holds one).
+    args: String,
     read: Read,
+}
+
+/// A slot's arguments as they are built: the kind, then numbers, written
+/// without the formatter into one buffer.
+struct Args(String);
+
+impl Args {
+    fn new(kind: char) -> Args {
+        let mut s = String::with_capacity(72);
+        s.push(kind);
+        Args(s)
+    }
+
+    fn num(mut self, n: impl itoa::Integer) -> Args {
+        self.0.push(' ');
+        self.0.push_str(itoa::Buffer::new().format(n));
+        self
+    }
+
+    /// `-{text}` appended to the last argument.
+    fn glued(mut self, text: &str) -> Args {
+        self.0.push('-');
+        self.0.push_str(text);
+        self
+    }
+
+    /// The arguments, empty ones added up to six.
+    fn done(mut self) -> String {
+        let given = 1 + self.0.bytes().filter(|&b| b == b' ').count();
+        for _ in given..6 {
+            self.0.push(' ');
+        }
+        self.0
+    }
 }
 
 /// How a slot's (count, ttl) answer becomes a decision.
@@ -251,16 +287,13 @@ impl Shared {
             let start = window_start_ns(now_ns, per_ns);
             let end = start + per_ns;
             let left_ms = (end - now_ns).div_ceil(1_000_000).max(1);
+            let mut key = String::with_capacity(ask.bucket.len() + 21);
+            key.push_str(ask.bucket);
+            key.push('/');
+            key.push_str(itoa::Buffer::new().format(start));
             return Some(Slot {
-                key: format!("{}/{start}", ask.bucket),
-                args: [
-                    "f".into(),
-                    limit.to_string(),
-                    left_ms.to_string(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                ],
+                key,
+                args: Args::new('f').num(limit).num(left_ms).done(),
                 read: Read::Fixed {
                     limit,
                     reset_ms: end / 1_000_000,
@@ -270,14 +303,14 @@ impl Shared {
         let now_ns = now_ns + self.seq.fetch_add(1, Ordering::Relaxed) % 1_000_000;
         Some(Slot {
             key: ask.bucket.to_string(),
-            args: [
-                "s".into(),
-                limit.to_string(),
-                now_ns.to_string(),
-                now_ns.saturating_sub(per_ns).to_string(),
-                format!("{now_ns}-{}", self.node),
-                per_s.to_string(),
-            ],
+            args: Args::new('s')
+                .num(limit)
+                .num(now_ns)
+                .num(now_ns.saturating_sub(per_ns))
+                .num(now_ns)
+                .glued(&self.node)
+                .num(per_s)
+                .done(),
             read: Read::Sliding {
                 limit,
                 reset_ms: now_ms + per_s * 1000,
@@ -289,14 +322,7 @@ impl Shared {
 fn quota_slot(ask: &QuotaAsk<'_>, now_ms: u64) -> Slot {
     Slot {
         key: ask.name.to_string(),
-        args: [
-            "q".into(),
-            ask.max.to_string(),
-            ask.renewal_rate.to_string(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ],
+        args: Args::new('q').num(ask.max).num(ask.renewal_rate).done(),
         read: Read::Quota {
             max: ask.max,
             now: i64::try_from(now_ms / 1000).unwrap_or(i64::MAX),
@@ -385,6 +411,27 @@ impl Counters for Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_slot_gives_the_script_six_arguments() {
+        let q = Args::new('q').num(5i64).num(60i64).done();
+        assert_eq!(
+            q.split(' ').collect::<Vec<_>>(),
+            ["q", "5", "60", "", "", ""]
+        );
+        let s = Args::new('s')
+            .num(10u64)
+            .num(1_700_000_000_000_000_123u64)
+            .num(0u64)
+            .num(7u64)
+            .glued("beef")
+            .num(60u64)
+            .done();
+        assert_eq!(
+            s.split(' ').collect::<Vec<_>>(),
+            ["s", "10", "1700000000000000123", "0", "7-beef", "60"]
+        );
+    }
 
     #[test]
     fn fixed_windows_align_to_year_one_as_go_does() {
