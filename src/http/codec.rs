@@ -570,15 +570,16 @@ pub fn parse_response(
 /// Response framing fields. Repeated identical Content-Length values are
 /// tolerated from upstreams (RFC 9110 §8.6); differing ones are not.
 fn response_fields(headers: &Headers) -> Result<FieldSummary, HeadError> {
-    let lengths: Vec<&[u8]> = headers.get_all("content-length").collect();
-    if lengths.len() > 1 && lengths.iter().any(|l| *l != lengths[0]) {
+    let mut lengths = headers.get_all("content-length");
+    let (Some(first), Some(_)) = (lengths.next(), lengths.next()) else {
+        // At most one: read as they are (no copy of the head).
+        return FieldSummary::read(headers);
+    };
+    if headers.get_all("content-length").any(|l| l != first) {
         return Err(HeadError::Malformed("conflicting Content-Length"));
     }
     let mut single = headers.clone();
-    if lengths.len() > 1 {
-        let first = lengths[0].to_vec();
-        single.set("Content-Length", first);
-    }
+    single.set("Content-Length", first.to_vec());
     FieldSummary::read(&single)
 }
 
@@ -961,6 +962,12 @@ mod tests {
             false,
         );
         assert!(bad.is_err());
+        // Repeated identical values are one length (RFC 9110 §8.6).
+        let same = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            false,
+        );
+        assert_eq!(same.framing, Framing::Length(5));
     }
 
     #[test]
