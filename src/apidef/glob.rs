@@ -13,8 +13,6 @@
 //! digit run next to a non-ASCII character (`\d` is Unicode's): then the
 //! caller asks the regex (`Found::Unsure`).
 
-use memchr::memmem::Finder;
-
 /// One piece after the first literal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
@@ -31,28 +29,13 @@ enum Piece {
 }
 
 /// A pattern in the shape above.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Glob {
     start: bool,
     end: bool,
     first: String,
-    /// Finds `first`.
-    finder: Finder<'static>,
     pieces: Vec<Piece>,
     groups: usize,
-}
-
-impl PartialEq for Glob {
-    fn eq(&self, other: &Glob) -> bool {
-        (self.start, self.end, &self.first, &self.pieces, self.groups)
-            == (
-                other.start,
-                other.end,
-                &other.first,
-                &other.pieces,
-                other.groups,
-            )
-    }
 }
 
 /// What matching found.
@@ -171,7 +154,6 @@ impl Glob {
         Some(Glob {
             start,
             end,
-            finder: Finder::new(first.as_bytes()).into_owned(),
             first,
             pieces,
             groups,
@@ -208,14 +190,19 @@ impl Glob {
                 false => Some(false),
             };
         }
+        // Paths are short: a byte search and a comparison beat a substring
+        // searcher's set-up.
+        let (bytes, lead) = (hay.as_bytes(), self.first.as_bytes()[0]);
         let mut from = 0;
-        while let Some(at) = self.finder.find(&hay.as_bytes()[from..]).map(|i| from + i) {
-            match self.at(hay, at, spans.as_deref_mut()) {
-                Some(false) => {}
-                found => return found,
+        while let Some(at) = memchr::memchr(lead, &bytes[from..]).map(|i| from + i) {
+            if bytes[at..].starts_with(self.first.as_bytes()) {
+                match self.at(hay, at, spans.as_deref_mut()) {
+                    Some(false) => {}
+                    found => return found,
+                }
             }
-            // The next character: occurrences may overlap.
-            from = at + hay[at..].chars().next().map_or(1, char::len_utf8);
+            // The first literal's lead byte starts a character.
+            from = at + 1;
         }
         Some(false)
     }
