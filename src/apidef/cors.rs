@@ -105,12 +105,16 @@ impl Cors {
         if self.any_origin {
             return true;
         }
-        let o = origin.to_ascii_lowercase();
-        self.origins.contains(&o)
+        // Compared as lowercased, without lowercasing a copy (the allowed
+        // ones are lowercase already).
+        let o = origin.as_bytes();
+        self.origins
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(o))
             || self.wildcards.iter().any(|(pre, post)| {
                 o.len() >= pre.len() + post.len()
-                    && o.starts_with(pre.as_str())
-                    && o.ends_with(post.as_str())
+                    && o[..pre.len()].eq_ignore_ascii_case(pre.as_bytes())
+                    && o[o.len() - post.len()..].eq_ignore_ascii_case(post.as_bytes())
             })
     }
 
@@ -184,7 +188,8 @@ impl Cors {
 
     /// The headers an actual (not preflight) request's answer gets.
     pub fn actual(&self, req: &Request) -> Vec<(&'static str, String)> {
-        let mut out = vec![("Vary", "Origin".to_string())];
+        let mut out = Vec::with_capacity(4);
+        out.push(("Vary", "Origin".to_string()));
         let Some(origin) = req.headers.get("origin").filter(|o| !o.is_empty()) else {
             return out;
         };

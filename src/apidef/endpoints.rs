@@ -16,8 +16,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use regex::{Regex, RegexSet};
+use regex::Regex;
 
+use super::glob::Glob;
+use super::prefilter::Prefilter;
 use super::{EndpointMeta, MethodAction, VersionInfo};
 
 /// How patterns are anchored and cased, from `tyk.conf`.
@@ -31,14 +33,23 @@ pub struct PathMatching {
     pub ignore_case: bool,
 }
 
-/// An entry's path pattern, compiled.
+/// An entry's path pattern, compiled: a regex, and when the pattern has
+/// the usual shape (`/items/{id}`) the same pattern matched without one.
 #[derive(Clone, Debug)]
-pub struct PathPattern(Regex);
+pub struct PathPattern {
+    rx: Regex,
+    glob: Option<Glob>,
+}
 
 impl PathPattern {
     /// The regex as compiled (Tyk's pattern after rewriting).
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        self.rx.as_str()
+    }
+
+    fn is_match(&self, path: &str) -> bool {
+        let glob = self.glob.as_ref().and_then(|g| g.is_match(path));
+        glob.unwrap_or_else(|| self.rx.is_match(path))
     }
 }
 
@@ -63,17 +74,18 @@ impl PathPattern {
         if ignore_case || m.ignore_case {
             p.insert_str(0, "(?i)");
         }
-        Regex::new(&p)
-            .map(PathPattern)
-            .map_err(|e| format!("path {path:?} is not a valid pattern: {e}"))
+        let rx =
+            Regex::new(&p).map_err(|e| format!("path {path:?} is not a valid pattern: {e}"))?;
+        let glob = Glob::parse(&p);
+        Ok(PathPattern { rx, glob })
     }
 
     /// Tyk's order: without the version segment (when that differs), then
     /// without the listen path, then the whole path.
     pub fn matches(&self, c: &Candidates<'_>) -> bool {
-        c.no_version.is_some_and(|p| self.0.is_match(p))
-            || self.0.is_match(c.clean)
-            || self.0.is_match(c.full)
+        c.no_version.is_some_and(|p| self.is_match(p))
+            || self.is_match(c.clean)
+            || self.is_match(c.full)
     }
 }
 
@@ -173,18 +185,46 @@ enum Rule {
     },
 }
 
+impl Rule {
+    /// What this rule says of a request with `method` whose path it
+    /// matches; None: nothing, the next rule is asked.
+    fn decide(&self, method: &str) -> Option<Verdict<'_>> {
+        match self {
+            Rule::Mock { method: m, reply } => (m == method).then(|| Verdict::Reply(reply)),
+            Rule::List {
+                list,
+                method: m,
+                actions: None,
+            } => (m.is_empty() || m == method).then(|| list.verdict()),
+            Rule::List {
+                list,
+                actions: Some(actions),
+                ..
+            } => match actions.get(method)? {
+                MethodRule::Proceed => Some(list.verdict()),
+                MethodRule::Reply(r) => Some(Verdict::Reply(r)),
+                MethodRule::Block => Some(Verdict::Forbidden),
+            },
+        }
+    }
+}
+
 /// The access rules of one version, in Tyk's order: mock replies, ignored,
 /// black list, white list; the first entry that matches decides.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
     rules: Vec<(PathPattern, Rule)>,
-    /// Every rule's pattern in one automaton: a path is scanned once per
-    /// form, however many entries (an API with 50 white-list entries would
-    /// otherwise run 150 regexes per request).
-    set: Option<RegexSet>,
+    /// Every rule's required literals in one automaton: a path is scanned
+    /// once per form, and only the few rules whose literals it holds run
+    /// their regex (an API with 50 white-list entries would otherwise run
+    /// 150 regexes per request).
+    filter: Option<Prefilter>,
     /// Any white-list entry: everything not allowed is forbidden.
     white_mode: bool,
 }
+
+/// Rules a path's bit sets hold on the stack (more: on the heap).
+const STACK_RULES: usize = 256;
 
 impl Access {
     pub fn is_empty(&self) -> bool {
@@ -192,62 +232,44 @@ impl Access {
     }
 
     pub fn verdict(&self, method: &str, c: &Candidates<'_>) -> Verdict<'_> {
-        let hits = self.hits(c);
-        for (i, (pattern, rule)) in self.rules.iter().enumerate() {
-            let matched = match &hits {
-                Some(h) => h[i],
-                None => pattern.matches(c),
-            };
-            if !matched {
+        let Some(filter) = &self.filter else {
+            return self.fallback();
+        };
+        let words = filter.words();
+        let mut stack = [0u64; 2 * STACK_RULES / 64];
+        let mut heap = Vec::new();
+        let bits = if 2 * words <= stack.len() {
+            &mut stack[..2 * words]
+        } else {
+            heap.resize(2 * words, 0);
+            &mut heap[..]
+        };
+        let (sure, maybe) = bits.split_at_mut(words);
+        // The clean form is nearly always the tail of the full one: every
+        // literal it holds, the full form holds too.
+        let clean = (!c.full.ends_with(c.clean)).then_some(c.clean);
+        let forms = [c.no_version, Some(c.full), clean].into_iter().flatten();
+        let hits = filter.scan(forms, sure, maybe);
+        for (i, sure) in hits.candidates() {
+            let (pattern, rule) = &self.rules[i];
+            // A rule that cannot apply to this method is not worth a regex.
+            let Some(verdict) = rule.decide(method) else {
                 continue;
-            }
-            match rule {
-                Rule::Mock { method: m, reply } => {
-                    if m == method {
-                        return Verdict::Reply(reply);
-                    }
-                }
-                Rule::List {
-                    list,
-                    method: m,
-                    actions: None,
-                } => {
-                    if m.is_empty() || m == method {
-                        return list.verdict();
-                    }
-                }
-                Rule::List {
-                    list,
-                    actions: Some(actions),
-                    ..
-                } => match actions.get(method) {
-                    None => {}
-                    Some(MethodRule::Proceed) => return list.verdict(),
-                    Some(MethodRule::Reply(r)) => return Verdict::Reply(r),
-                    Some(MethodRule::Block) => return Verdict::Forbidden,
-                },
+            };
+            if sure || pattern.matches(c) {
+                return verdict;
             }
         }
+        self.fallback()
+    }
+
+    /// When no rule decides.
+    fn fallback(&self) -> Verdict<'_> {
         if self.white_mode {
             Verdict::Forbidden
         } else {
             Verdict::Pass
         }
-    }
-
-    /// Which rules' patterns match any form of the path, by rule index.
-    fn hits(&self, c: &Candidates<'_>) -> Option<Vec<bool>> {
-        let set = self.set.as_ref()?;
-        let mut hits = vec![false; self.rules.len()];
-        let forms = [
-            c.no_version,
-            Some(c.clean),
-            (c.full != c.clean).then_some(c.full),
-        ];
-        for form in forms.into_iter().flatten() {
-            set.matches_read_at(&mut hits, form, 0);
-        }
-        Some(hits)
     }
 
     /// The rules of `v`; Err is (field path, message).
@@ -310,14 +332,11 @@ impl Access {
                 }
             }
         }
-        // Each pattern compiled alone already; together they can only fail
-        // on size, and then each is tried in turn.
-        let set = (rules.len() > 1)
-            .then(|| RegexSet::new(rules.iter().map(|(p, _)| p.as_str())).ok())
-            .flatten();
+        let filter =
+            (!rules.is_empty()).then(|| Prefilter::new(rules.iter().map(|(p, _)| p.as_str())));
         Ok(Access {
             rules,
-            set,
+            filter,
             white_mode,
         })
     }
@@ -431,6 +450,111 @@ mod tests {
         // An empty map matches no method; a disabled entry nothing.
         assert_eq!(a.verdict("GET", &on("/i")), Verdict::Pass);
         assert_eq!(a.verdict("GET", &on("/d")), Verdict::Pass);
+    }
+
+    /// Tyk's rule walk with every regex run, no prefilter and no glob.
+    fn plain<'a>(a: &'a Access, method: &str, c: &Candidates<'_>) -> Verdict<'a> {
+        let rx = |p: &PathPattern, path: &str| p.rx.is_match(path);
+        for (pattern, rule) in &a.rules {
+            let hit = c.no_version.is_some_and(|p| rx(pattern, p))
+                || rx(pattern, c.clean)
+                || rx(pattern, c.full);
+            if let (true, Some(v)) = (hit, rule.decide(method)) {
+                return v;
+            }
+        }
+        a.fallback()
+    }
+
+    /// The prefilter and globs against the plain walk, on many rule sets
+    /// (anchoring, case, methods, raw regexes) and paths.
+    #[test]
+    fn verdicts_match_running_every_regex() {
+        let paths = [
+            "/items/42",
+            "/real/items/42",
+            "/ITEMS/42",
+            "/v1/items/42",
+            "/resource7/x",
+            "/resource7",
+            "/x/resource17/y/",
+            "/a/b",
+            "/a",
+            "/b/c",
+            "/users/12/posts",
+            "/files/a/b",
+            "/",
+            "/health",
+            "/v2/health",
+            "/caf\u{e9}/1",
+            "/CAF\u{c9}/1",
+            "/items/",
+            "/x/items/42/raw",
+        ];
+        let methods = ["GET", "POST", ""];
+        let mut seen = 0;
+        for (n, (prefix, suffix, case)) in [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+            (true, true, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut white: Vec<serde_json::Value> = (0..50)
+                .map(|i| json!({"path": format!("/resource{i}/{{id}}"), "method": methods[i % 3]}))
+                .collect();
+            white[24] = json!({"path": "/items/{id}", "method": "GET"});
+            white[30] =
+                json!({"path": "/caf\u{e9}/{id}", "method": "GET", "ignore_case": n % 2 == 0});
+            let v = version(json!({
+                "use_extended_paths": true,
+                "ignore_endpoint_case": case,
+                "extended_paths": {
+                    "white_list": white,
+                    "black_list": [{"path": "/a|/b/c", "method": ""}, {"path": "/users/\\d+", "method": "POST"}],
+                    "ignored": [{"path": "/health", "method": "GET"}, {"path": "/files/*", "method": "GET", "disabled": n == 1}],
+                    "mock_response": [{"path": "/items/{id}/raw", "method": "POST", "code": 418}]
+                }
+            }));
+            let m = PathMatching {
+                prefix,
+                suffix,
+                ignore_case: false,
+            };
+            let a = Access::compile("Default", &v, m).unwrap();
+            for path in paths {
+                let forms = [
+                    Candidates {
+                        no_version: None,
+                        clean: path,
+                        full: path,
+                    },
+                    Candidates {
+                        no_version: Some("/items/42"),
+                        clean: path,
+                        full: "/api/v1/items/42",
+                    },
+                    Candidates {
+                        no_version: None,
+                        clean: path,
+                        full: &format!("/api{path}"),
+                    },
+                ];
+                for c in &forms {
+                    for method in ["GET", "POST", "PUT"] {
+                        assert_eq!(
+                            a.verdict(method, c),
+                            plain(&a, method, c),
+                            "{n} {method} {path}"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen > 500);
     }
 
     #[test]

@@ -19,12 +19,15 @@
 use regex::Regex;
 
 use super::definition::{StringRegexMap, UrlRewriteMeta};
+use super::glob::{Found, Glob};
 use super::transforms::Template;
 
 /// A `url_rewrites` entry.
 #[derive(Clone, Debug)]
 pub struct Rewrite {
     pub pattern: Regex,
+    /// The pattern without a regex engine, when it has the usual shape.
+    glob: Option<Glob>,
     pub to: Template,
     pub triggers: Vec<Trigger>,
 }
@@ -131,6 +134,7 @@ impl Rewrite {
             });
         }
         Ok(Rewrite {
+            glob: Glob::parse(pattern.as_str()),
             pattern,
             to: Template::parse(&meta.rewrite_to),
             triggers,
@@ -152,29 +156,36 @@ impl Rewrite {
     /// `to` (`rewrite_to` with its variables expanded) with `url`'s groups,
     /// if the pattern matches `url`.
     pub fn apply(&self, url: &str, to: &str) -> Option<String> {
-        let caps = self.pattern.captures(url)?;
-        let mut out = String::new();
-        let bytes = to.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'$' {
-                let digits = bytes[i + 1..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                if digits > 0 {
-                    let n: usize = to[i + 1..i + 1 + digits].parse().unwrap_or(usize::MAX);
-                    out.push_str(caps.get(n).map_or("", |m| m.as_str()));
-                    i += 1 + digits;
-                    continue;
-                }
+        match self.glob.as_ref().map(|g| g.find(url)) {
+            Some(Found::No) => None,
+            Some(Found::Yes(spans)) => Some(substitute(to, |n| {
+                spans.get(n).map_or("", |&(from, upto)| &url[from..upto])
+            })),
+            Some(Found::Unsure) | None => {
+                let caps = self.pattern.captures(url)?;
+                Some(substitute(to, |n| caps.get(n).map_or("", |m| m.as_str())))
             }
-            let ch = to[i..].chars().next().unwrap_or('$');
-            out.push(ch);
-            i += ch.len_utf8();
         }
-        Some(out)
     }
+}
+
+/// `to` with each `$N` replaced by group N (none: empty).
+fn substitute<'a>(to: &str, group: impl Fn(usize) -> &'a str) -> String {
+    let mut out = String::with_capacity(to.len() + 16);
+    let mut rest = to;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            out.push('$');
+        } else {
+            out.push_str(group(after[..digits].parse().unwrap_or(usize::MAX)));
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Trigger {
@@ -347,6 +358,7 @@ mod tests {
         let to = "/new/$2/$1?x=$3&cost=$";
         let r = Rewrite {
             pattern: Regex::new(r"/old/(\w+)/(\w+)").unwrap(),
+            glob: None,
             to: Template::parse(to),
             triggers: vec![],
         };
@@ -355,6 +367,44 @@ mod tests {
             Some("/new/b/a?x=&cost=$")
         );
         assert_eq!(r.apply("/api/other", to), None);
+    }
+
+    /// A pattern of the usual shape is matched without the regex, with
+    /// the regex's groups.
+    #[test]
+    fn glob_rewrites_match_the_regex() {
+        let urls = [
+            "/real/items/42",
+            "/real/items/42?x=1",
+            "/api/real/items/7/x",
+            "/real/items/",
+            "/real/items/4\u{663}",
+            "/real/items/x",
+            "/items/a/b",
+            "/items/%20/",
+            "/other",
+        ];
+        for pattern in [
+            "/real/items/(\\d+)",
+            "^/items/([^/]+)/([^/]+)$",
+            "/items/(.*)",
+            "/real/(\\w+)",
+        ] {
+            let meta: UrlRewriteMeta = serde_json::from_value(json!({
+                "path": "/x", "method": "GET", "match_pattern": pattern, "rewrite_to": "/to/$1/$2/$0/$",
+            }))
+            .unwrap();
+            let r = Rewrite::compile(&meta).unwrap();
+            let plain = Rewrite {
+                glob: None,
+                ..r.clone()
+            };
+            assert_eq!(r.glob.is_some(), !pattern.contains("\\w"), "{pattern}");
+            for url in urls {
+                let to = "/to/$1/$2/$0/$";
+                assert_eq!(r.apply(url, to), plain.apply(url, to), "{pattern} on {url}");
+            }
+        }
     }
 
     #[test]

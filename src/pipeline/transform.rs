@@ -4,6 +4,8 @@
 //! the hard timeout; and the response header changes, worked out now (the
 //! session's meta data is at hand) and applied by the proxy.
 
+use std::borrow::Cow;
+
 use crate::apidef::{HeaderOps, Part, RewriteInputs, Target, Transforms, captured};
 use crate::http::Request;
 use crate::http::message::query_pairs;
@@ -37,6 +39,7 @@ pub fn request(x: &mut Exchange<'_>) -> Flow {
     response_ops.push(&t.global_response_headers);
     let set_request = rendered(&request_ops, &vars);
     let response = rendered(&response_ops, &vars);
+    let response = response.into_iter().map(|(n, v)| (n.to_string(), v));
     let no_forwarded_for = request_ops.iter().any(|o| o.drops_forwarded_for());
     let rewritten = t.rewrite_for(method, &c).and_then(|rw| {
         let url = match x.req.query.as_str() {
@@ -74,11 +77,11 @@ pub fn request(x: &mut Exchange<'_>) -> Flow {
 
     for (name, value) in set_request {
         match value {
-            None => x.req.headers.remove(&name),
-            Some(v) => x.req.headers.set(&name, v),
+            None => x.req.headers.remove(name),
+            Some(v) => x.req.headers.set(name, v),
         }
     }
-    x.edits.response = response;
+    x.edits.response = response.collect();
     x.edits.no_forwarded_for = no_forwarded_for;
     x.edits.timeout = timeout;
     if let Some(url) = rewritten
@@ -96,10 +99,10 @@ pub fn request(x: &mut Exchange<'_>) -> Flow {
 }
 
 /// The header changes of `ops` in order: deletions (None), then values.
-fn rendered(ops: &[&HeaderOps], vars: &Vars<'_>) -> Vec<(String, Option<String>)> {
+fn rendered<'o>(ops: &[&'o HeaderOps], vars: &Vars<'_>) -> Vec<(&'o str, Option<String>)> {
     let mut out = Vec::new();
     for op in ops {
-        out.extend(op.delete.iter().map(|h| (h.clone(), None)));
+        out.extend(op.delete.iter().map(|h| (h.as_str(), None)));
         for (name, value) in &op.add {
             let v = match value.literal() {
                 // Checked at load.
@@ -116,7 +119,7 @@ fn rendered(ops: &[&HeaderOps], vars: &Vars<'_>) -> Vec<(String, Option<String>)
                     }
                 }
             };
-            out.push((name.clone(), Some(v)));
+            out.push((name.as_str(), Some(v)));
         }
     }
     out
@@ -201,8 +204,12 @@ impl RewriteInputs for TriggerInputs<'_> {
 /// upstream; anything else is the new path and query, whose listen path
 /// is stripped when the API strips it.
 fn rewrite(x: &mut Exchange<'_>, url: &str) -> Result<(), Flow> {
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
+    let scheme = |s: &str| {
+        url.as_bytes()
+            .get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes()))
+    };
+    if scheme("http://") || scheme("https://") {
         return match Target::parse(&encode_unsafe(url)) {
             Ok(target) => {
                 x.edits.target = Some(target);
@@ -224,7 +231,7 @@ fn rewrite(x: &mut Exchange<'_>, url: &str) -> Result<(), Flow> {
     if x.api.def.proxy.strip_listen_path
         && let Some(n) = x.api.listen.covers(&path)
     {
-        path = path[n..].to_string();
+        path.drain(..n);
     }
     x.routed.upstream = Some(path);
     x.edits.query = Some(query.to_string());
@@ -234,18 +241,37 @@ fn rewrite(x: &mut Exchange<'_>, url: &str) -> Result<(), Flow> {
 
 /// `url` with every byte that may not appear in a request target
 /// percent-encoded (a rewrite can put anything there).
-fn encode_unsafe(url: &str) -> String {
-    let mut out = String::with_capacity(url.len());
+fn encode_unsafe(url: &str) -> Cow<'_, str> {
+    let safe = |b: u8| SAFE[usize::from(b)];
+    if url.bytes().all(safe) {
+        return Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(url.len() + 8);
     for b in url.bytes() {
-        let safe = b.is_ascii_graphic() && !b"\"<>\\^`{|}#".contains(&b);
-        if safe {
+        if safe(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out
+    Cow::Owned(out)
 }
+
+/// The bytes `encode_unsafe` keeps: printable ASCII but `"<>\^`{|}#`.
+const SAFE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_graphic()
+            && !matches!(
+                c,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Go's `url.QueryEscape` for variable values in a rewrite, except that a
 /// value starting with `http` is kept (Tyk).
