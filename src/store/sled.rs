@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Store, Stored, Write};
 use crate::error::Error;
@@ -43,6 +44,8 @@ pub struct SledStore {
 const GUARDS: usize = 16;
 
 const SEQ_KEY: &str = "gatehouse-seq";
+/// How long a round may wait for writers that are running to join it.
+const GATHER_MAX: Duration = Duration::from_millis(1);
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 const SEQ_FILE: &str = "gatehouse.seq";
 
@@ -169,42 +172,66 @@ impl SledStore {
     }
 
     fn commit_grouped(&self, ops: Vec<Op>) -> Result<(), String> {
-        let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.lock_group();
         // A writer's several ops must land together (`set_many`): that
         // round goes in one sled batch.
         g.atomic |= ops.len() > 1;
         g.queue.extend(ops);
         let mine = g.queued_round;
-        if g.leading {
-            while g.done_round < mine {
-                g = self.round_done.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
+        while g.leading && g.done_round < mine {
+            g = self.round_done.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        if g.done_round >= mine {
             return g.result_of(mine);
         }
-        // Lead: flush rounds until nobody waits.
+        // Nobody flushes and my round is the one queued: lead it. Writers
+        // arriving meanwhile join it until it is taken.
         g.leading = true;
-        while !g.queue.is_empty() {
-            let round = g.queued_round;
-            g.queued_round += 1;
-            let ops = std::mem::take(&mut g.queue);
-            let atomic = std::mem::take(&mut g.atomic);
-            let next = g.seq + 1;
-            drop(g);
-            let result = self.apply(ops, atomic, next);
-            g = self.group.lock().unwrap_or_else(|e| e.into_inner());
-            match &result {
-                Ok(()) => g.seq = next,
-                Err(why) => {
-                    g.failed.push((round, why.clone()));
-                    let excess = g.failed.len().saturating_sub(64);
-                    g.failed.drain(..excess);
-                }
+        drop(g);
+        self.gather();
+        let mut g = self.lock_group();
+        g.queued_round += 1;
+        let ops = std::mem::take(&mut g.queue);
+        let atomic = std::mem::take(&mut g.atomic);
+        let next = g.seq + 1;
+        drop(g);
+        let result = self.apply(ops, atomic, next);
+        let mut g = self.lock_group();
+        match &result {
+            Ok(()) => g.seq = next,
+            Err(why) => {
+                g.failed.push((mine, why.clone()));
+                let excess = g.failed.len().saturating_sub(64);
+                g.failed.drain(..excess);
             }
-            g.done_round = round;
-            self.round_done.notify_all();
         }
+        g.done_round = mine;
+        // The next round's writers lead it themselves: this one answers
+        // its own request now instead of flushing for others.
         g.leading = false;
-        g.result_of(mine)
+        drop(g);
+        self.round_done.notify_all();
+        result
+    }
+
+    fn lock_group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets writers that are already running reach the round about to
+    /// start: yields the core for as long as that brings more ops to the
+    /// queue (at most `GATHER_MAX`). Alone, it costs one `sched_yield`.
+    fn gather(&self) {
+        let deadline = Instant::now() + GATHER_MAX;
+        let mut queued = self.lock_group().queue.len();
+        loop {
+            std::thread::yield_now();
+            let now = self.lock_group().queue.len();
+            if now == queued || Instant::now() >= deadline {
+                return;
+            }
+            queued = now;
+        }
     }
 
     /// One durable round: the ops, then sequence number `next`, flushed,
