@@ -72,12 +72,16 @@ stop() { kill "$GH_PID" && wait "$GH_PID" 2>/dev/null || true; GH_PID=; }
 start
 echo "Gatehouse admin writes: POST /tyk/keys/create, ${DUR} s per concurrency, durable before each 200"
 total=0
+seq_now() { tr -d " \n" <"$RUN/data/gatehouse.seq" 2>/dev/null || echo 0; }
 for c in $CONNS; do
+    before=$(seq_now)
     out=$(taskset -c 0 wrk -t1 "-c$c" "-d${DUR}s" -s "$RUN/post.lua" "http://127.0.0.1:$PORT/tyk/keys/create")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '  %2d client(s): %10s keys/s  (%s requests, non-2xx: %s)\n' "$c" "$rps" "$reqs" "${bad:-0}"
+    flushes=$(($(seq_now) - ${before:-0}))
+    printf '  %2d client(s): %10s keys/s  (%s requests, non-2xx: %s, %s keys per flush)\n' "$c" "$rps" "$reqs" "${bad:-0}" \
+        "$(awk -v k="$reqs" -v r="$flushes" 'BEGIN {printf "%.1f", r ? k / r : 0}')"
     total=$((total + reqs - ${bad:-0}))
 done
 rounds=$(tr -d " \n" <"$RUN/data/gatehouse.seq")
