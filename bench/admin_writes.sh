@@ -6,6 +6,8 @@
 # Afterwards the store is reopened and every acknowledged key counted.
 #
 # Usage: bench/admin_writes.sh [--duration S] [--conns LIST] [--no-build]
+# GATEHOUSE_BIN=path runs that binary instead (implies --no-build), to
+# compare builds side by side in the same hour.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,14 +18,16 @@ while (($#)); do
         --duration) DUR=${2:?}; shift ;;
         --conns) CONNS=${2//,/ }; shift ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,11p "$0"; exit 0 ;;
         *) echo "admin_writes.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 command -v wrk >/dev/null || { echo "admin_writes.sh: wrk is needed (Debian package wrk)" >&2; exit 1; }
+BIN=${GATEHOUSE_BIN:-}
+[[ -n $BIN ]] && BUILD=0
 ((BUILD)) && (cd "$ROOT" && cargo build --release --quiet)
-BIN=$ROOT/target/release/gatehouse
+BIN=${BIN:-$ROOT/target/release/gatehouse}
 
 RUN=$(mktemp -d /tmp/gatehouse-admin-bench.XXXXXX)
 GH_PID=
@@ -68,15 +72,19 @@ stop() { kill "$GH_PID" && wait "$GH_PID" 2>/dev/null || true; GH_PID=; }
 start
 echo "Gatehouse admin writes: POST /tyk/keys/create, ${DUR} s per concurrency, durable before each 200"
 total=0
+seq_now() { tr -d " \n" <"$RUN/data/gatehouse.seq" 2>/dev/null || echo 0; }
 for c in $CONNS; do
+    before=$(seq_now)
     out=$(taskset -c 0 wrk -t1 "-c$c" "-d${DUR}s" -s "$RUN/post.lua" "http://127.0.0.1:$PORT/tyk/keys/create")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '  %2d client(s): %10s keys/s  (%s requests, non-2xx: %s)\n' "$c" "$rps" "$reqs" "${bad:-0}"
+    flushes=$(($(seq_now) - ${before:-0}))
+    printf '  %2d client(s): %10s keys/s  (%s requests, non-2xx: %s, %s keys per flush)\n' "$c" "$rps" "$reqs" "${bad:-0}" \
+        "$(awk -v k="$reqs" -v r="$flushes" 'BEGIN {printf "%.1f", r ? k / r : 0}')"
     total=$((total + reqs - ${bad:-0}))
 done
-rounds=$(cat "$RUN/data/gatehouse.seq")
+rounds=$(tr -d " \n" <"$RUN/data/gatehouse.seq")
 stop
 echo "  store commits: $rounds for $total keys ($(awk -v k="$total" -v r="$rounds" 'BEGIN {printf "%.1f", k / r}') keys per flush)"
 # Every acknowledged key is in the store after a restart.

@@ -62,19 +62,61 @@ const LEGACY_ORG_LEN: usize = 24;
 /// `{"org":"<org>","id":"<id>","h":"<alg>"}`, where an unknown non-empty
 /// algorithm name is written as `murmur64`.
 pub fn token(org: &str, id: &str, alg_name: &str) -> String {
+    new_token(org, id, alg_name).key
+}
+
+/// A key id just built, with what building it tells without decoding it.
+pub struct Token {
+    pub key: String,
+    /// The algorithm `hash_str` finds in `key`; None when only decoding
+    /// tells (a legacy id, or parts holding text JSON escapes).
+    pub alg: Option<HashAlg>,
+    /// Its id part was drawn at random (no key was ever stored under it).
+    pub random: bool,
+}
+
+impl Token {
+    /// `hash_str(&self.key)`, without decoding the key when its algorithm
+    /// is known.
+    pub fn hash(&self) -> String {
+        match self.alg {
+            Some(alg) => hash_with(alg, self.key.as_bytes()),
+            None => hash_str(&self.key),
+        }
+    }
+}
+
+/// `token`, and what it knows about the key it built.
+pub fn new_token(org: &str, id: &str, alg_name: &str) -> Token {
     let id = id.strip_prefix(org).unwrap_or(id);
-    let id = if id.is_empty() {
+    let random = id.is_empty();
+    let id = if random {
         random_hex_id()
     } else {
         id.to_owned()
     };
     if alg_name.is_empty() {
-        return format!("{org}{id}");
+        return Token {
+            key: format!("{org}{id}"),
+            alg: None,
+            random,
+        };
     }
-    let alg = HashAlg::parse(alg_name).unwrap_or(HashAlg::Murmur64).name();
-    // Literal text, no escaping: this is the exact shape Tyk emits.
-    let json = format!(r#"{{"org":"{org}","id":"{id}","h":"{alg}"}}"#);
-    STANDARD.encode(json)
+    let alg = HashAlg::parse(alg_name).unwrap_or(HashAlg::Murmur64);
+    // Literal text, no escaping: this is the exact shape Tyk emits, and
+    // parts that JSON would escape may make it read otherwise.
+    let name = alg.name();
+    let json = format!(r#"{{"org":"{org}","id":"{id}","h":"{name}"}}"#);
+    Token {
+        key: STANDARD.encode(json),
+        alg: (plain(org) && plain(&id)).then_some(alg),
+        random,
+    }
+}
+
+/// Whether `s` reads back unchanged as a JSON string's text.
+fn plain(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// TokenOrg (CONTRACT §2.2): the org a key id was built for, or "".
@@ -166,11 +208,13 @@ fn is_hex(s: &str) -> bool {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -294,6 +338,39 @@ mod tests {
         assert_eq!(h, hash_with(HashAlg::Murmur64, key.as_bytes()));
         let sha = token("default", "mykey", "sha256");
         assert_eq!(hash_str(&sha).len(), 64);
+    }
+
+    #[test]
+    fn a_new_tokens_hash_is_hash_str_of_it() {
+        for (org, id, alg) in [
+            ("default", "mykey", "murmur64"),
+            ("default", "", "sha256"),
+            ("org1", "org1abc", "murmur128"),
+            ("o", "k", "md5"),
+            ("o", "k", "murmur32"),
+            ("org1", "abc", ""),
+            // Text JSON escapes: the algorithm is read back by decoding.
+            ("o\",\"h\":\"sha256", "k", "murmur64"),
+            ("o", "k\\", "murmur64"),
+            ("o", "k\n", "sha256"),
+        ] {
+            let t = new_token(org, id, alg);
+            assert_eq!(t.hash(), hash_str(&t.key), "{org:?} {id:?} {alg:?}");
+            if !t.random {
+                assert_eq!(t.key, token(org, id, alg));
+            }
+        }
+        assert!(new_token("o", "", "murmur64").random);
+        assert!(new_token("o", "o", "murmur64").random);
+        assert!(!new_token("o", "k", "murmur64").random);
+        assert_eq!(new_token("o", "k", "").alg, None);
+        assert_eq!(new_token("o\"", "k", "sha256").alg, None);
+    }
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(to_hex(&[0, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(to_hex(&[]), "");
     }
 
     #[test]

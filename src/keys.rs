@@ -9,7 +9,7 @@ use quick_cache::sync::Cache;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::keyid::{hash_str, token, token_org};
+use crate::keyid::{hash_str, new_token, token, token_org};
 use crate::session::Session;
 use crate::sessions::Sessions;
 
@@ -28,6 +28,32 @@ pub fn stored_id(cfg: &Config, key_id: &str) -> String {
         hash_str(key_id)
     } else {
         key_id.to_string()
+    }
+}
+
+/// A key about to be stored.
+pub struct NewKey {
+    pub key_id: String,
+    /// The id it is stored under (`stored_id` of `key_id`).
+    pub stored_id: String,
+    /// Its id was drawn at random: nothing was ever stored or counted
+    /// under it.
+    pub random: bool,
+}
+
+/// The key id for `name` in `org` (random when empty, as `token`) and its
+/// stored id, hashed without decoding the id again.
+pub fn new_key(cfg: &Config, org: &str, name: &str) -> NewKey {
+    let t = new_token(org, name, &cfg.hash_key_function);
+    let stored_id = if cfg.hash_keys {
+        t.hash()
+    } else {
+        t.key.clone()
+    };
+    NewKey {
+        key_id: t.key,
+        stored_id,
+        random: t.random,
     }
 }
 

@@ -10,8 +10,7 @@ use crate::auth::basic::hash_password;
 use crate::error::admin_error;
 use crate::gateway::unix_now;
 use crate::http::Response;
-use crate::keyid::token;
-use crate::keys::{self, Found};
+use crate::keys::{self, Found, NewKey};
 use crate::lifetime::{self, ApiLifetime};
 use crate::quota::{counter_name, scope_for};
 use crate::router::store_failure;
@@ -74,47 +73,37 @@ fn with_policies(call: &Call<'_>, session: Session) -> Result<Session, ApplyErro
     Ok(applied)
 }
 
-fn key_hash(call: &Call<'_>, key_id: &str) -> Option<String> {
-    call.gw
-        .config
-        .hash_keys
-        .then(|| keys::stored_id(&call.gw.config, key_id))
-}
-
 /// Stores a new key under a fresh or custom id.
-fn store_new(
-    call: &Call<'_>,
-    key_id: &str,
-    session: Session,
-    action: &str,
-    failure: &str,
-) -> Response {
-    let stored = keys::stored_id(&call.gw.config, key_id);
+fn store_new(call: &Call<'_>, key: &NewKey, session: Session, action: &str) -> Response {
     // With hashing, a basic-auth user's key is not shown (Tyk).
     let basic = !session.basic_auth_data.password.is_empty();
-    if let Err(e) = save(call, &stored, session, false) {
-        return store_failure(&e, failure);
+    // A random id has no quota counters to start over.
+    let counters = !key.random;
+    if let Err(e) = save(call, &key.stored_id, session, false, counters) {
+        return store_failure(&e, SECURITY);
     }
-    log::info!("admin: key {action} (stored as {})", obfuscate(&stored));
-    let shown = if basic && call.gw.config.hash_keys {
-        ""
-    } else {
-        key_id
-    };
-    ok(action, shown, key_hash(call, key_id).as_deref())
+    log::info!(
+        "admin: key {action} (stored as {})",
+        obfuscate(&key.stored_id)
+    );
+    let hash_keys = call.gw.config.hash_keys;
+    let shown = if basic && hash_keys { "" } else { &key.key_id };
+    ok(action, shown, hash_keys.then_some(key.stored_id.as_str()))
 }
 
 /// Writes a session for as long as it lives; unless `suppress_reset=1`,
-/// its quota counters start over (Tyk deletes them on every such write).
-/// `existing`: it replaces a stored session, and must not bring back one
-/// deleted meanwhile (then false, nothing written).
+/// its quota counters start over (Tyk deletes them on every such write;
+/// `counters` false: it has none). `existing`: it replaces a stored
+/// session, and must not bring back one deleted meanwhile (then false,
+/// nothing written).
 fn save(
     call: &Call<'_>,
     stored: &str,
     session: Session,
     existing: bool,
+    counters: bool,
 ) -> Result<bool, crate::error::Error> {
-    if call.query("suppress_reset") != "1" {
+    if counters && call.query("suppress_reset") != "1" {
         call.gw.counters.reset_quotas(stored)?;
     }
     let (ttl, sessions) = (lifetime_of(call, &session), &call.gw.sessions);
@@ -180,8 +169,8 @@ pub fn create(call: &mut Call<'_>) -> Response {
     let now = unix_now();
     reset_counters(&mut session, now);
     session.date_created = rfc3339_now();
-    let key_id = token(&session.org_id, "", &call.gw.config.hash_key_function);
-    store_new(call, &key_id, session, "create", SECURITY)
+    let key = keys::new_key(&call.gw.config, &session.org_id, "");
+    store_new(call, &key, session, "create")
 }
 
 /// `POST /tyk/keys` (random id) and `POST /tyk/keys/{name}`.
@@ -220,12 +209,8 @@ pub fn add(call: &mut Call<'_>, name: Option<&str>) -> Response {
         session.expires = 0;
     }
     session.date_created = rfc3339_now();
-    let key_id = token(
-        &session.org_id,
-        name.unwrap_or(""),
-        &call.gw.config.hash_key_function,
-    );
-    store_new(call, &key_id, session, "added", SECURITY)
+    let key = keys::new_key(&call.gw.config, &session.org_id, name.unwrap_or(""));
+    store_new(call, &key, session, "added")
 }
 
 /// Resolves the path id: by stored id with `?hashed=`, else §1.4.
@@ -304,7 +289,7 @@ pub fn update(call: &mut Call<'_>, id: &str) -> Response {
     if session.access_rights.is_empty() && !call.gw.config.allow_master_keys {
         return admin_error(500, SECURITY);
     }
-    match save(call, &found.stored_id, session, true) {
+    match save(call, &found.stored_id, session, true, true) {
         Ok(true) => {}
         // Deleted since it was read: it stays deleted.
         Ok(false) => return admin_error(404, "Key is not found"),

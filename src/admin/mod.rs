@@ -50,16 +50,23 @@ impl Call<'_> {
 
 /// `{"key":k,"status":"ok","action":a}` plus newline (CONTRACT §1 `OK`).
 pub fn ok(action: &str, key: &str, key_hash: Option<&str>) -> Response {
-    let mut body = format!(
-        "{{\"key\":{},\"status\":\"ok\",\"action\":{}",
-        serde_json::Value::from(key),
-        serde_json::Value::from(action)
-    );
+    let mut body = Vec::with_capacity(64 + key.len() + key_hash.map_or(0, str::len));
+    body.extend_from_slice(b"{\"key\":");
+    json_str(&mut body, key);
+    body.extend_from_slice(b",\"status\":\"ok\",\"action\":");
+    json_str(&mut body, action);
     if let Some(h) = key_hash {
-        body.push_str(&format!(",\"key_hash\":{}", serde_json::Value::from(h)));
+        body.extend_from_slice(b",\"key_hash\":");
+        json_str(&mut body, h);
     }
-    body.push_str("}\n");
+    body.extend_from_slice(b"}\n");
     Response::bytes(200, "application/json", body)
+}
+
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Any serialisable value as a 200 JSON body.

@@ -3,10 +3,12 @@
 //! deadline stored with the value). The only code in the project that
 //! imports sled.
 
-use std::io::Write as _;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Store, Stored, Write};
 use crate::error::Error;
@@ -23,6 +25,8 @@ use crate::keylocks::KeyLocks;
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
+    /// `SEQ_FILE`, open for the commit rounds to rewrite in place.
+    seq_file: File,
     /// Writes waiting for, and the state of, the group commit.
     group: Mutex<Group>,
     /// Signalled when a commit round ends.
@@ -40,6 +44,8 @@ pub struct SledStore {
 const GUARDS: usize = 16;
 
 const SEQ_KEY: &str = "gatehouse-seq";
+/// How long a round may wait for writers that are running to join it.
+const GATHER_MAX: Duration = Duration::from_millis(1);
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 const SEQ_FILE: &str = "gatehouse.seq";
 
@@ -59,9 +65,14 @@ impl SledStore {
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| open_error(path, e))?;
+        let seq_file = open_seq_file(path).map_err(|e| Error::Store {
+            path: path.to_path_buf(),
+            message: format!("cannot open {SEQ_FILE}: {e}"),
+        })?;
         let store = SledStore {
             db,
             path: path.to_path_buf(),
+            seq_file,
             group: Mutex::new(Group::default()),
             round_done: Condvar::new(),
             failing: AtomicBool::new(false),
@@ -161,54 +172,101 @@ impl SledStore {
     }
 
     fn commit_grouped(&self, ops: Vec<Op>) -> Result<(), String> {
-        let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.lock_group();
+        // A writer's several ops must land together (`set_many`): that
+        // round goes in one sled batch.
+        g.atomic |= ops.len() > 1;
         g.queue.extend(ops);
         let mine = g.queued_round;
-        if g.leading {
-            while g.done_round < mine {
-                g = self.round_done.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
+        while g.leading && g.done_round < mine {
+            g = self.round_done.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        if g.done_round >= mine {
             return g.result_of(mine);
         }
-        // Lead: flush rounds until nobody waits.
+        // Nobody flushes and my round is the one queued: lead it. Writers
+        // arriving meanwhile join it until it is taken.
         g.leading = true;
-        while !g.queue.is_empty() {
-            let round = g.queued_round;
-            g.queued_round += 1;
-            let ops = std::mem::take(&mut g.queue);
-            let next = g.seq + 1;
-            drop(g);
-            let result = self.apply(ops, next);
-            g = self.group.lock().unwrap_or_else(|e| e.into_inner());
-            match &result {
-                Ok(()) => g.seq = next,
-                Err(why) => {
-                    g.failed.push((round, why.clone()));
-                    let excess = g.failed.len().saturating_sub(64);
-                    g.failed.drain(..excess);
-                }
+        drop(g);
+        self.gather();
+        let mut g = self.lock_group();
+        g.queued_round += 1;
+        let ops = std::mem::take(&mut g.queue);
+        let atomic = std::mem::take(&mut g.atomic);
+        let next = g.seq + 1;
+        drop(g);
+        let result = self.apply(ops, atomic, next);
+        let mut g = self.lock_group();
+        match &result {
+            Ok(()) => g.seq = next,
+            Err(why) => {
+                g.failed.push((mine, why.clone()));
+                let excess = g.failed.len().saturating_sub(64);
+                g.failed.drain(..excess);
             }
-            g.done_round = round;
-            self.round_done.notify_all();
         }
+        g.done_round = mine;
+        // The next round's writers lead it themselves: this one answers
+        // its own request now instead of flushing for others.
         g.leading = false;
-        g.result_of(mine)
+        drop(g);
+        self.round_done.notify_all();
+        result
     }
 
-    /// One durable round: the ops and sequence number `next` in one sled
-    /// batch, flushed, then `next` in the file beside the store.
-    fn apply(&self, ops: Vec<Op>, next: u64) -> Result<(), String> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in ops {
-            match value {
-                Some(v) => batch.insert(key.as_bytes(), v),
-                None => batch.remove(key.as_bytes()),
+    fn lock_group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets writers that are already running reach the round about to
+    /// start: yields the core for as long as that brings more ops to the
+    /// queue (at most `GATHER_MAX`). Alone, it costs one `sched_yield`.
+    fn gather(&self) {
+        let deadline = Instant::now() + GATHER_MAX;
+        let mut queued = self.lock_group().queue.len();
+        loop {
+            std::thread::yield_now();
+            let now = self.lock_group().queue.len();
+            if now == queued || Instant::now() >= deadline {
+                return;
             }
+            queued = now;
         }
-        batch.insert(SEQ_KEY, &next.to_be_bytes());
-        self.db.apply_batch(batch).map_err(|e| e.to_string())?;
+    }
+
+    /// One durable round: the ops, then sequence number `next`, flushed,
+    /// then `next` in the file beside the store.
+    ///
+    /// sled recovers its log in order and stops at the first tear, so the
+    /// sequence number, written after the ops, is never recovered without
+    /// them. Each op is one tree write; only a round holding a writer's
+    /// several ops (`atomic`) pays for a sled batch, whose log
+    /// reservations seal and write the log buffer twice more per round.
+    fn apply(&self, ops: Vec<Op>, atomic: bool, next: u64) -> Result<(), String> {
+        let seq = next.to_be_bytes();
+        if atomic {
+            let mut batch = sled::Batch::default();
+            for (key, value) in ops {
+                match value {
+                    Some(v) => batch.insert(key.as_bytes(), v),
+                    None => batch.remove(key.as_bytes()),
+                }
+            }
+            batch.insert(SEQ_KEY, &seq);
+            self.db.apply_batch(batch).map_err(|e| e.to_string())?;
+        } else {
+            for (key, value) in ops {
+                match value {
+                    Some(v) => self.db.insert(key.as_bytes(), v).map(drop),
+                    None => self.db.remove(key.as_bytes()).map(drop),
+                }
+                .map_err(|e| e.to_string())?;
+            }
+            self.db.insert(SEQ_KEY, &seq).map_err(|e| e.to_string())?;
+        }
         self.db.flush().map_err(|e| e.to_string())?;
-        write_seq_file(&self.path, next).map_err(|e| format!("cannot record write #{next}: {e}"))
+        write_seq_file(&self.seq_file, next)
+            .map_err(|e| format!("cannot record write #{next}: {e}"))
     }
 }
 
@@ -266,6 +324,8 @@ struct Group {
     /// The last durable sequence number.
     seq: u64,
     queue: Vec<Op>,
+    /// The queue holds a writer's several ops.
+    atomic: bool,
     queued_round: u64,
     done_round: u64,
     /// A writer is flushing rounds.
@@ -279,6 +339,7 @@ impl Default for Group {
         Group {
             seq: 0,
             queue: Vec::new(),
+            atomic: false,
             queued_round: 1,
             done_round: 0,
             leading: false,
@@ -303,12 +364,32 @@ fn read_seq_file(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn write_seq_file(dir: &Path, seq: u64) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{SEQ_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(seq.to_string().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SEQ_FILE))
+/// Opens `SEQ_FILE` for `write_seq_file`, creating it (durably: the
+/// folder is synced too) when missing.
+fn open_seq_file(dir: &Path) -> std::io::Result<File> {
+    let path = dir.join(SEQ_FILE);
+    match std::fs::OpenOptions::new().write(true).open(&path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = File::create(&path)?;
+            f.sync_all()?;
+            File::open(dir)?.sync_all()?;
+            Ok(f)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Width of a sequence number in `SEQ_FILE`: `u64::MAX` has 20 digits.
+const SEQ_WIDTH: usize = 20;
+
+/// Records `seq` durably: rewritten in place, always the same width (so
+/// the size and blocks stay and a data sync is enough) and within one
+/// sector, which a crash cannot tear.
+fn write_seq_file(file: &File, seq: u64) -> std::io::Result<()> {
+    let text = format!("{seq:<SEQ_WIDTH$}\n");
+    file.write_all_at(text.as_bytes(), 0)?;
+    file.sync_data()
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {
@@ -547,7 +628,7 @@ mod tests {
             s.set("apikey-a", b"1").unwrap();
         }
         // Pretend a later write was acknowledged and then lost.
-        write_seq_file(dir.path(), 5).unwrap();
+        write_seq_file(&open_seq_file(dir.path()).unwrap(), 5).unwrap();
         let err = SledStore::open(dir.path()).err().expect("refused");
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
