@@ -45,24 +45,15 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     let Some((limit, scope)) = limit_and_scope(x) else {
         return Flow::Continue;
     };
-    let bucket = (!x.api.def.disable_rate_limit).then(|| {
-        // rate-limit-[{scope}-]{stored id}
-        let mut name = String::with_capacity(12 + scope.len() + x.stored_id.len());
-        name.push_str("rate-limit-");
-        if !scope.is_empty() {
-            name.push_str(&scope);
-            name.push('-');
-        }
-        name.push_str(&x.stored_id);
-        name
-    });
-    let quota = (!x.api.def.disable_quota && limit.quota_max > 0)
-        .then(|| counter_name(&scope, &x.stored_id));
     // The API's own rate limit (the next stage) is counted in the same
     // call: one round trip to shared counters for the whole request.
-    let api = api_limit(x);
     x.api_rate_counted = true;
-    let names = Names { bucket, quota, api };
+    // A request resuming with its answer has no use for the names.
+    let names = if x.counted.is_some() {
+        Names::default()
+    } else {
+        key_names(x, &limit, &scope)
+    };
     let mut retries = limit.throttle_retry_limit.max(0);
     loop {
         let counted = match count(x, &names, limit) {
@@ -94,6 +85,29 @@ pub fn rate_and_quota(x: &mut Exchange<'_>) -> Flow {
     }
 }
 
+/// The counters a keyed request counts against: its rate bucket,
+/// `rate-limit-[{scope}-]{stored id}`, its quota counter and the API's
+/// bucket.
+fn key_names(x: &Exchange<'_>, limit: &Limit, scope: &str) -> Names {
+    let bucket = (!x.api.def.disable_rate_limit).then(|| {
+        let mut name = String::with_capacity(12 + scope.len() + x.stored_id.len());
+        name.push_str("rate-limit-");
+        if !scope.is_empty() {
+            name.push_str(scope);
+            name.push('-');
+        }
+        name.push_str(&x.stored_id);
+        name
+    });
+    let quota = (!x.api.def.disable_quota && limit.quota_max > 0)
+        .then(|| counter_name(scope, &x.stored_id));
+    Names {
+        bucket,
+        quota,
+        api: api_limit(x),
+    }
+}
+
 /// Counts `names`: at once, or, on the event loop with shared counters,
 /// by parking the request (None) and, when it comes back to this stage,
 /// with the answer that came.
@@ -107,7 +121,7 @@ fn count(x: &mut Exchange<'_>, names: &Names, limit: Limit) -> Option<Result<Cou
             names: names.clone(),
             limit,
             key: x.stored_id.clone(),
-            generation: generation.to_string(),
+            generation: generation.to_owned(),
         });
         return None;
     }

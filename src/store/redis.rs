@@ -5,7 +5,8 @@
 //! `Redis` is the client: a small pool of blocking connections with
 //! timeouts, and a backoff after a failure (a down Redis costs a request
 //! one failed connect at most every backoff step, not one per request).
-//! Callers run on workers, never on the event loop (`Store::remote`).
+//! Callers run on workers and on the counting thread (`counters::batch`),
+//! never on the event loop (`Store::remote`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
