@@ -46,7 +46,7 @@ impl Handler for Router {
     fn prepare(&self, req: Request) -> Prepared {
         match self.destination(&req) {
             Ok(Dest::Api(api, routed)) => pipeline::prepare(&self.gw, &api, req, routed),
-            Ok(Dest::Health | Dest::Admin | Dest::Metrics) => Prepared::Defer(req),
+            Ok(Dest::Health | Dest::Admin | Dest::Metrics) => Prepared::Work(req),
             Err(res) => Prepared::Respond(self.not_api(res)),
         }
     }

@@ -214,6 +214,9 @@ pub enum Prepared {
     Forward(Box<Forward>),
     /// Needs a worker: run it again with `run`.
     Defer(Request),
+    /// Needs a worker, and so will the connection's next requests (the
+    /// admin API, health, metrics: no fast path), so the worker keeps it.
+    Work(Request),
     /// Waits for the shared counters: `Parked::start`, then, once its
     /// `done` has it back, `Parked::resume`.
     Count(Box<Parked>),
@@ -529,7 +532,7 @@ pub fn run(
             Some(read) => f.send(&mut std::io::Cursor::new(read).chain(body)),
             None => f.send(body),
         },
-        Prepared::Defer(_) | Prepared::Count(_) => {
+        Prepared::Defer(_) | Prepared::Work(_) | Prepared::Count(_) => {
             unreachable!("blocking stages never defer or park")
         }
     }

@@ -51,8 +51,9 @@ pub trait Handler: Send + Sync {
 pub(crate) enum Job {
     /// Parse and serve what the connection has buffered.
     Serve(Conn),
-    /// A parsed request whose handling may block.
-    Deferred(Conn, RequestHead, Meta),
+    /// A parsed request whose handling may block; with `stay`, the
+    /// worker serves the connection's next requests too (`Prepared::Work`).
+    Deferred(Conn, RequestHead, Meta, bool),
     /// A planned upstream exchange the event loop will not drive (name
     /// lookup, a dead pooled connection to retry).
     Forward(Conn, Meta, Box<Forward>),

@@ -35,14 +35,19 @@ pub(super) fn worker(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
 fn run(shared: &Shared, job: Job) -> Option<Conn> {
     match job {
         Job::Serve(conn) => serve_conn(shared, conn),
-        Job::Deferred(mut conn, head, meta) => {
+        Job::Deferred(mut conn, head, meta, stay) => {
             // The event loop deferred one request (a cold key, a bcrypt
             // check, a throttle wait); the next ones can take its fast path
             // again, so the connection goes straight back instead of
             // lingering here (under steady load it would never return).
+            // A connection whose requests never have a fast path (`stay`:
+            // the admin API) is served on here like a new one.
             conn.wire.stream.set_nonblocking(false).ok()?;
             if !serve_one(shared, &mut conn, Some((head, meta))) {
                 return None;
+            }
+            if stay {
+                return serve_conn(shared, conn);
             }
             Some(conn)
         }

@@ -459,6 +459,25 @@ impl WaitingRoom {
         }
     }
 
+    /// Hands the connection and its parsed request to a worker (`stay`:
+    /// for its next requests too); false, as the loop is done with it.
+    fn defer(
+        &mut self,
+        token: Token,
+        request: crate::http::Request,
+        meta: Meta,
+        stay: bool,
+    ) -> bool {
+        let conn = self.remove(token).expect("present");
+        let head = codec::RequestHead {
+            request,
+            keep_alive: meta.keep_alive,
+            expect_continue: false,
+        };
+        self.dispatch(Job::Deferred(conn, head, meta, stay));
+        false
+    }
+
     /// Acts on what the handler prepared for the connection's request,
     /// whose `body` bytes are still buffered; false when the loop is done
     /// with the connection for now.
@@ -470,16 +489,8 @@ impl WaitingRoom {
                 self.respond(token, res, meta)
             }
             // The body stays buffered for the worker's body reader.
-            Prepared::Defer(request) => {
-                let conn = self.remove(token).expect("present");
-                let head = codec::RequestHead {
-                    request,
-                    keep_alive: meta.keep_alive,
-                    expect_continue: false,
-                };
-                self.dispatch(Job::Deferred(conn, head, meta));
-                false
-            }
+            Prepared::Defer(request) => self.defer(token, request, meta, false),
+            Prepared::Work(request) => self.defer(token, request, meta, true),
             Prepared::Forward(mut plan) => {
                 plan.head.extend_from_slice(&conn.wire.buffered()[..body]);
                 conn.wire.consume(body);
