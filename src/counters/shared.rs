@@ -37,6 +37,14 @@ use crate::store::{Redis, glob_escape};
 ///   limit (counted either way).
 ///
 /// A request's counting stops after its first counter that refuses.
+///
+/// Several requests of a batch on one key pay for the key's fixed costs
+/// once (Redis's time stands still while a script runs, so this is
+/// exact): a log's size is carried from one request to the next (the
+/// count after the last `ZADD`, less what `ZREMRANGEBYSCORE` dropped:
+/// no `ZCARD`), its TTL is set once after the whole batch, and a
+/// quota's PTTL is read once.
+///
 /// Returns one line per request (one string: Redis's reply parser is
 /// slow on many small values): two numbers per counter counted, separated
 /// by spaces (the count, before this request for `s`, after it otherwise;
@@ -44,6 +52,7 @@ use crate::store::{Redis, glob_escape};
 /// wrong type), `!` and the error: the other requests are counted all the
 /// same.
 pub(super) const COUNT_LUA: &str = r"
+local logged, expiring, ttls = {}, {}, {}
 local function count(k, a, m)
   local out = {}
   for i = 1, m do
@@ -51,23 +60,33 @@ local function count(k, a, m)
     local kind, limit = ARGV[o + 1], tonumber(ARGV[o + 2])
     local count, ttl, refused = 0, 0, false
     if kind == 's' then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[o + 4])
-      count = redis.call('ZCARD', key)
+      local dropped = redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[o + 4])
+      local size = logged[key]
+      if size then
+        count = size - dropped
+      else
+        count = redis.call('ZCARD', key)
+      end
       redis.call('ZADD', key, ARGV[o + 3], ARGV[o + 5])
-      redis.call('EXPIRE', key, ARGV[o + 6])
+      logged[key] = count + 1
+      expiring[key] = ARGV[o + 6]
       refused = count >= limit
     elseif kind == 'f' then
       count = redis.call('INCR', key)
       redis.call('PEXPIRE', key, ARGV[o + 3])
       refused = count > limit
     else
-      ttl = redis.call('PTTL', key)
-      local renewal = tonumber(ARGV[o + 3])
-      if ttl < 0 and renewal > 0 then
-        redis.call('SET', key, 0, 'EX', renewal)
-        ttl = renewal * 1000
+      ttl = ttls[key]
+      if not ttl then
+        ttl = redis.call('PTTL', key)
+        local renewal = tonumber(ARGV[o + 3])
+        if ttl < 0 and renewal > 0 then
+          redis.call('SET', key, 0, 'EX', renewal)
+          ttl = renewal * 1000
+        end
       end
       count = redis.call('INCR', key)
+      ttls[key] = ttl
       refused = count > limit
     end
     out[#out + 1] = count
@@ -88,6 +107,9 @@ for j = 1, n do
     answers[j] = '!' .. string.gsub(tostring(r), '\n', ' ')
   end
   k, a = k + m, a + 6 * m
+end
+for key, seconds in pairs(expiring) do
+  redis.call('EXPIRE', key, seconds)
 end
 return table.concat(answers, '\n')
 ";

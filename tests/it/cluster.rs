@@ -168,6 +168,49 @@ fn a_rate_limit_is_shared_across_nodes() {
     }
 }
 
+/// Many requests on one key share a script call: the log's size is
+/// carried from one to the next and its TTL set once per call, which must
+/// stay exact: every request logged, `rate` of them allowed, the log
+/// expiring after `per`.
+#[test]
+fn a_sliding_log_counted_in_batches_stays_exact_and_expires() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let gws = nodes(1, &redis, &up, json!({}));
+    let gw = &gws[0];
+    let mut s = session_for(&["c"]);
+    s["rate"] = json!(100);
+    s["per"] = json!(30);
+    let key = gw.create_key(s);
+    let port = gw.port();
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (key, allowed) = (key.clone(), allowed.clone());
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    let r = request(port, "GET", "/c/x", &[("Authorization", &key)], None);
+                    match r.status {
+                        200 => {
+                            allowed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        429 => {}
+                        other => panic!("unexpected {other}: {}", r.text()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(allowed.load(Ordering::SeqCst), 100);
+    let log = format!("rate-limit-{}", gatehouse_murmur64(&key));
+    assert_eq!(redis.cli(&["ZCARD", &log]), "240");
+    let ttl: i64 = redis.cli(&["TTL", &log]).parse().unwrap();
+    assert!((1..=30).contains(&ttl), "TTL {ttl}");
+}
+
 #[test]
 fn a_request_the_rate_limit_refuses_uses_no_quota() {
     let redis = RedisServer::start();
