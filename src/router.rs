@@ -51,6 +51,10 @@ impl Handler for Router {
         }
     }
 
+    fn sidecar(&self) -> Option<Box<dyn crate::server::Sidecar>> {
+        self.gw.counters.sidecar()
+    }
+
     fn handle(&self, req: Request, body: &mut dyn Read) -> Response {
         let res = match self.destination(&req) {
             Ok(Dest::Api(api, routed)) => {

@@ -46,20 +46,25 @@ fn run(redis: &Redis, script: &Script, jobs: &Receiver<Job>) {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter().take(MAX_BATCH - 1));
         let answers = send(redis, script, &batch);
-        for (job, answer) in batch.into_iter().zip(answers) {
-            let counted = answer
-                .map(|a| job.slots.read(&a))
-                .map_err(|m| redis.error(m));
-            (job.done)(counted);
-        }
+        deliver(redis, batch, answers);
+    }
+}
+
+/// Hands each request of `batch` its answer.
+pub(super) fn deliver(redis: &Redis, batch: Vec<Job>, answers: Vec<Answer>) {
+    for (job, answer) in batch.into_iter().zip(answers) {
+        let counted = answer
+            .map(|a| job.slots.read(&a))
+            .map_err(|m| redis.error(m));
+        (job.done)(counted);
     }
 }
 
 /// What Redis answered one request: the script's numbers, or why not.
-type Answer = Result<Vec<i64>, String>;
+pub(super) type Answer = Result<Vec<i64>, String>;
 
-/// The script's answers for `batch`, in order.
-fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
+/// The script call that counts `batch`.
+pub(super) fn command(script: &Script, batch: &[Job]) -> redis::Cmd {
     let mut call = redis::cmd("EVALSHA");
     call.arg(script.get_hash())
         .arg(batch.iter().map(|j| j.slots.len()).sum::<usize>());
@@ -77,6 +82,12 @@ fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
             call.arg(arg);
         }
     }
+    call
+}
+
+/// The script's answers for `batch`, in order.
+fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
+    let call = command(script, batch);
     let mut unknown = false;
     let mut sent = redis.run(|c| match call.query::<Value>(c) {
         Err(e) if e.code() == Some("NOSCRIPT") => {
@@ -91,23 +102,25 @@ fn send(redis: &Redis, script: &Script, batch: &[Job]) -> Vec<Answer> {
             call.query::<Value>(c)
         });
     }
-    let text = match sent.map(redis::from_redis_value::<String>) {
-        Ok(Ok(text)) => text,
-        Ok(Err(e)) => {
-            let why = format!("the counting script answered {e}");
-            return batch.iter().map(|_| Err(why.clone())).collect();
-        }
-        Err(e) => {
-            let why = message(e);
-            return batch.iter().map(|_| Err(why.clone())).collect();
-        }
-    };
-    let mut answers: Vec<Answer> = text.split('\n').map(answer).collect();
-    if answers.len() != batch.len() {
-        let why = format!("{} answers to {} requests", answers.len(), batch.len());
-        answers = batch.iter().map(|_| Err(why.clone())).collect();
+    match sent.map(redis::from_redis_value::<String>) {
+        Ok(Ok(text)) => answers(&text, batch.len()),
+        Ok(Err(e)) => failed(format!("the counting script answered {e}"), batch.len()),
+        Err(e) => failed(message(e), batch.len()),
+    }
+}
+
+/// `n` requests' answers from the script's reply.
+pub(super) fn answers(text: &str, n: usize) -> Vec<Answer> {
+    let answers: Vec<Answer> = text.split('\n').map(answer).collect();
+    if answers.len() != n {
+        return failed(format!("{} answers to {n} requests", answers.len()), n);
     }
     answers
+}
+
+/// The same failure for `n` requests.
+pub(super) fn failed(why: String, n: usize) -> Vec<Answer> {
+    vec![Err(why); n]
 }
 
 /// One request's line of the script's answer.

@@ -3,10 +3,12 @@
 //! to the store) or `Shared` (`shared`: Redis, exact across every gateway
 //! sharing it, in Tyk's keys and with Tyk's Redis algorithms, REDIS.md
 //! §5-6). The event loop never waits on `Shared`: it asks with
-//! `count_later`, and `batch` sends every request waiting to be counted
-//! in one pipelined write.
+//! `count_later`; the requests it parks in one round are counted in one
+//! script call on its own non-blocking connection (`link`), the workers'
+//! and any the link cannot take by the counting thread (`batch`).
 
 mod batch;
+mod link;
 mod shared;
 
 pub use shared::Shared;
@@ -80,6 +82,11 @@ pub trait Counters: Send + Sync {
     /// it, for remote counters on another thread once the counters answer.
     fn count_later(&self, ask: &Ask<'_>, now_ms: u64, done: Done) {
         done(self.count(ask, now_ms));
+    }
+    /// What an event loop drives so that its `count_later` calls need no
+    /// other thread (None: they need none, or go to one).
+    fn sidecar(&self) -> Option<Box<dyn crate::server::Sidecar>> {
+        None
     }
 }
 

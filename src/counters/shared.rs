@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::Sender;
 
 use super::batch::{self, Job};
+use super::link;
 use super::{Ask, Counted, Counters, Done, QuotaAsk, RateAsk};
 use crate::error::Error;
 use crate::quota::QuotaDecision;
@@ -383,10 +384,23 @@ impl Counters for Shared {
         if slots.is_empty() {
             return done(Ok(Counted::default()));
         }
-        if let Err(gone) = self.batch.send(Job { slots, done }) {
+        let Some(job) = link::queue(Job { slots, done }) else {
+            return;
+        };
+        if let Err(gone) = self.batch.send(job) {
             let job = gone.into_inner();
             (job.done)(Err(self.redis.error("the counting thread is gone")));
         }
+    }
+
+    fn sidecar(&self) -> Option<Box<dyn crate::server::Sidecar>> {
+        let (addr, hello) = self.redis.plain_target()?;
+        Some(Box::new(link::Link::new(
+            addr,
+            hello,
+            self.redis.clone(),
+            self.batch.clone(),
+        )))
     }
 
     fn quota_used(&self, name: &str, now: i64) -> Result<Option<(i64, i64)>, Error> {

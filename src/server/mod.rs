@@ -45,6 +45,25 @@ pub trait Handler: Send + Sync {
     fn prepare(&self, req: Request) -> Prepared {
         Prepared::Defer(req)
     }
+
+    /// What each event loop running this handler drives beside its
+    /// connections (made on the loop's thread; the first handler of a
+    /// server that offers one is used: they share one gateway).
+    fn sidecar(&self) -> Option<Box<dyn Sidecar>> {
+        None
+    }
+}
+
+/// A client an event loop drives for the handlers it runs, so they can
+/// use a remote service without blocking the loop (cluster mode's Redis
+/// link). Every call is on the loop's thread.
+pub trait Sidecar: Send {
+    /// Connects, registering its socket with `token`.
+    fn start(&mut self, registry: &mio::Registry, token: Token);
+    /// Its socket is ready.
+    fn ready(&mut self, registry: &mio::Registry, token: Token);
+    /// The end of a loop round: sends what the handlers queued during it.
+    fn flush(&mut self, registry: &mio::Registry, token: Token);
 }
 
 /// What the waiting room does with a request a worker did not handle.
@@ -96,6 +115,8 @@ impl Meta {
 }
 
 const WAKER: Token = Token(usize::MAX);
+/// The loop's `Sidecar`.
+const SIDECAR: Token = Token(usize::MAX - 1);
 /// How often the waiting room checks timeouts and the shutdown flag.
 const TICK: Duration = Duration::from_millis(100);
 /// Unread request body we read and drop to keep a connection open.

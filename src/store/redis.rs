@@ -151,6 +151,31 @@ impl Redis {
         }
     }
 
+    /// Where a non-blocking client on an event loop connects, and the
+    /// commands it sends first (AUTH, SELECT); None over TLS (that client
+    /// speaks plain TCP only) or when the host does not resolve.
+    pub fn plain_target(&self) -> Option<(std::net::SocketAddr, Vec<redis::Cmd>)> {
+        use std::net::ToSocketAddrs as _;
+        let info = self.client.get_connection_info();
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return None;
+        };
+        let addr = (host.as_str(), *port).to_socket_addrs().ok()?.next()?;
+        let settings = info.redis_settings();
+        let mut hello = Vec::new();
+        if let Some(password) = settings.password() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            hello.push(auth.arg(password).to_owned());
+        }
+        if settings.db() != 0 {
+            hello.push(redis::cmd("SELECT").arg(settings.db()).to_owned());
+        }
+        Some((addr, hello))
+    }
+
     /// A new connection with the configured timeouts.
     pub fn connect(&self) -> Result<Connection, Error> {
         let conn = self
@@ -184,10 +209,7 @@ impl Redis {
         };
         match f(&mut conn) {
             Ok(v) => {
-                if self.failing.swap(false, Ordering::SeqCst) {
-                    log::info!("redis {}: reachable again", self.addr);
-                }
-                self.backoff_ms.store(0, Ordering::SeqCst);
+                self.answered();
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                 if idle.len() < MAX_IDLE {
                     idle.push(conn);
@@ -207,7 +229,19 @@ impl Redis {
         }
     }
 
-    fn failed(&self, e: &Error) {
+    /// Redis answered (here or on an event loop's own connection): it is
+    /// reachable, whatever failed before.
+    pub fn answered(&self) {
+        if self.failing.swap(false, Ordering::SeqCst) {
+            log::info!("redis {}: reachable again", self.addr);
+        }
+        self.backoff_ms.store(0, Ordering::SeqCst);
+        self.retry_at.store(0, Ordering::SeqCst);
+    }
+
+    /// Redis could not be reached (`e` says how): reported once, and new
+    /// connections wait for a growing backoff.
+    pub fn failed(&self, e: &Error) {
         if !self.failing.swap(true, Ordering::SeqCst) {
             log::error!("{e}: keyed requests are refused until Redis answers again");
         }

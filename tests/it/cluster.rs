@@ -327,7 +327,11 @@ fn redis_down_fails_closed_and_every_node_recovers_by_itself() {
             gw.logs()
         );
         let hello = gw.get("/hello", &[]).text();
-        assert!(hello.contains("\"status\":\"pass\""), "{hello}");
+        assert!(
+            hello.contains("\"status\":\"pass\""),
+            "{hello} {:?}",
+            gw.logs()
+        );
     }
     assert!(back.elapsed() < Duration::from_secs(6));
     assert!(up.hits() > hits);

@@ -47,7 +47,9 @@ use relay::Up;
 const MAX_FAST_BODY: usize = 16 * 1024;
 
 use super::worker::encode_whole;
-use super::{Conn, ConnCount, GRACE, Inbound, Job, Listener, Meta, Shared, TICK, WAKER};
+use super::{
+    Conn, ConnCount, GRACE, Inbound, Job, Listener, Meta, SIDECAR, Shared, Sidecar, TICK, WAKER,
+};
 
 pub(super) struct WaitingRoom {
     /// This room's index in `Shared::rooms`.
@@ -64,6 +66,7 @@ pub(super) struct WaitingRoom {
     back: Receiver<Inbound>,
     max_open: usize,
     accept_paused_until: Option<Instant>,
+    sidecar: Option<Box<dyn Sidecar>>,
 }
 
 impl WaitingRoom {
@@ -89,6 +92,7 @@ impl WaitingRoom {
             back,
             max_open,
             accept_paused_until: None,
+            sidecar: None,
         }
     }
 
@@ -98,6 +102,10 @@ impl WaitingRoom {
             self.poll
                 .registry()
                 .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+        }
+        self.sidecar = self.shared.handlers.iter().find_map(|h| h.sidecar());
+        if let Some(s) = &mut self.sidecar {
+            s.start(self.poll.registry(), SIDECAR);
         }
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
@@ -134,6 +142,11 @@ impl WaitingRoom {
             for (token, readable, writable, closed) in ready {
                 match token {
                     WAKER => self.take_back(),
+                    SIDECAR => {
+                        if let Some(s) = &mut self.sidecar {
+                            s.ready(self.poll.registry(), SIDECAR);
+                        }
+                    }
                     Token(i) if i < self.listeners.len() => self.accept(i),
                     t if self.ups.contains_key(&t) => {
                         self.upstream_event(t, readable, writable, closed)
@@ -142,6 +155,10 @@ impl WaitingRoom {
                 }
             }
             self.take_back();
+            // Requests parked this round go out together.
+            if let Some(s) = &mut self.sidecar {
+                s.flush(self.poll.registry(), SIDECAR);
+            }
             if self
                 .accept_paused_until
                 .is_some_and(|t| Instant::now() >= t)
