@@ -241,7 +241,14 @@ struct RoomLink {
     woken: AtomicBool,
 }
 
-/// A connection arriving at an event loop from another thread.
+thread_local! {
+    /// The event loop this thread runs, if it runs one.
+    static ON_ROOM: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// A connection arriving at an event loop from another thread (or from
+/// the loop itself: an answer its Redis link read, a connection it dealt
+/// to itself).
 pub(crate) enum Inbound {
     /// Handed back by a worker after a request.
     Back(Conn),
@@ -270,6 +277,10 @@ impl Shared {
         let link = &self.rooms[room];
         if link.inbox.send(inbound).is_err() {
             return false;
+        }
+        // The loop itself drains its inbox before it waits again.
+        if ON_ROOM.get() == Some(room) {
+            return true;
         }
         if !link.woken.swap(true, Ordering::SeqCst) {
             let _ = link.waker.wake();

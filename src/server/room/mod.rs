@@ -103,6 +103,7 @@ impl WaitingRoom {
                 .registry()
                 .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
         }
+        super::ON_ROOM.set(Some(self.index));
         self.sidecar = self.shared.handlers.iter().find_map(|h| h.sidecar());
         if let Some(s) = &mut self.sidecar {
             s.start(self.poll.registry(), SIDECAR);
@@ -121,7 +122,13 @@ impl WaitingRoom {
             {
                 break;
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+            // What the loop sent itself (unwoken) is taken before it waits.
+            let wait = if self.back.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
