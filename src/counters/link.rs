@@ -333,7 +333,7 @@ impl Sidecar for Link {
             if let Err(why) = conn.finish_connect() {
                 return self.down(registry, &why);
             }
-            if !self.conn.as_ref().is_some_and(|c| c.connected) {
+            if !conn.connected {
                 return;
             }
         }

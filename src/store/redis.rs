@@ -232,6 +232,14 @@ impl Redis {
     /// Redis answered (here or on an event loop's own connection): it is
     /// reachable, whatever failed before.
     pub fn answered(&self) {
+        // Called once per answered batch on every event loop: the shared
+        // line is only written when there is something to clear.
+        if !self.failing.load(Ordering::SeqCst)
+            && self.backoff_ms.load(Ordering::SeqCst) == 0
+            && self.retry_at.load(Ordering::SeqCst) == 0
+        {
+            return;
+        }
         if self.failing.swap(false, Ordering::SeqCst) {
             log::info!("redis {}: reachable again", self.addr);
         }
