@@ -964,7 +964,7 @@ fi
 if ((RD)); then
     echo "redis   : redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on $RD_PORT (--save \"\" --appendonly no), on cpu $SERVER_CPU with the servers;"
     echo "          gatehouse redis on $GR_PORT: storage.type redis (sessions, quota and rate limit counted"
-    echo "          in Redis on every request), 1 key (as keyed); its keyed requests run on worker threads."
+    echo "          in Redis on every request), 1 key (as keyed); its keyed requests park on the event loop while its own Redis link counts them."
     echo "          gatehouse redis's CPU us/req = gatehouse redis + redis-server: both serve every request"
 fi
 echo "runs    : ${DUR} s each, $ROUNDS round(s), variant order rotated every round, ${WARMUP} s warm-up"
