@@ -109,6 +109,8 @@ impl WaitingRoom {
             s.start(self.poll.registry(), SIDECAR);
         }
         let mut events = Events::with_capacity(1024);
+        // (token, readable, writable, peer closed or error); reused every round.
+        let mut ready: Vec<(Token, bool, bool, bool)> = Vec::with_capacity(1024);
         let mut last_sweep = Instant::now();
         let mut stop_by: Option<Instant> = None;
         loop {
@@ -133,20 +135,16 @@ impl WaitingRoom {
             {
                 return Err(e);
             }
-            // (token, readable, writable, peer closed or error)
-            let ready: Vec<(Token, bool, bool, bool)> = events
-                .iter()
-                .map(|e| {
-                    let closed = e.is_read_closed() || e.is_error();
-                    (
-                        e.token(),
-                        e.is_readable() || closed,
-                        e.is_writable(),
-                        closed,
-                    )
-                })
-                .collect();
-            for (token, readable, writable, closed) in ready {
+            ready.extend(events.iter().map(|e| {
+                let closed = e.is_read_closed() || e.is_error();
+                (
+                    e.token(),
+                    e.is_readable() || closed,
+                    e.is_writable(),
+                    closed,
+                )
+            }));
+            for (token, readable, writable, closed) in ready.drain(..) {
                 match token {
                     WAKER => self.take_back(),
                     SIDECAR => {
