@@ -90,8 +90,7 @@ impl Sessions {
     /// The session stored under `id`: from memory when cached, else read
     /// from the store and cached. An unreadable entry counts as absent.
     pub fn get(&self, id: &str) -> Result<Option<Arc<Session>>, Error> {
-        if let Some(s) = self.cached(id) {
-            self.hits.add(1);
+        if let Some(s) = self.get_cached(id) {
             return Ok(Some(s));
         }
         self.misses.add(1);
@@ -127,6 +126,13 @@ impl Sessions {
     }
 
     /// Whether `id` is in memory (a `get` would not read the store).
+    /// The session from the cache alone (counted as a hit), never the store.
+    pub fn get_cached(&self, id: &str) -> Option<Arc<Session>> {
+        let s = self.cached(id)?;
+        self.hits.add(1);
+        Some(s)
+    }
+
     pub fn is_cached(&self, id: &str) -> bool {
         self.cached(id).is_some()
     }

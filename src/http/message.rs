@@ -61,7 +61,10 @@ impl Headers {
 
     /// Replaces every field of `name` with one.
     pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        self.remove(name);
+        // Usually there is none to replace: a scan is cheaper than retain.
+        if self.contains(name) {
+            self.remove(name);
+        }
         self.0.push((name.to_string(), value.into()));
     }
 

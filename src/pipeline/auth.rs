@@ -4,6 +4,7 @@
 //! the key's policies (§8), applied by `auth`. Expiry and access rights are
 //! `access`'s.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::apidef::{AuthMethod, AuthSource};
@@ -41,14 +42,13 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
 pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>, Flow> {
     let (cfg, ids, sessions) = (&x.gw.config, &x.gw.key_ids, &x.gw.sessions);
     let org = &x.api.def.org_id;
+    let candidates = ids.resolve(cfg, id, org);
+    if let Some(found) = keys::first_if_cached(sessions, &candidates) {
+        return Ok(Some(found));
+    }
     // A shared store is never read on the event loop, not even for the
     // rare earlier candidate that is stored but not cached.
-    let candidates = ids.resolve(cfg, id, org);
-    let in_memory = if x.gw.store.remote() {
-        keys::first_cached(sessions, &candidates)
-    } else {
-        keys::any_cached(sessions, &candidates)
-    };
+    let in_memory = !x.gw.store.remote() && keys::any_cached(sessions, &candidates);
     if x.nonblocking && !in_memory {
         return Err(Flow::Defer);
     }
@@ -153,20 +153,20 @@ pub fn policies(x: &mut Exchange<'_>) -> Flow {
 }
 
 /// The key from the configured sources; later sources win when non-empty.
-pub fn read_key(src: &AuthSource, req: &Request) -> Option<String> {
-    let mut key = src
+pub fn read_key<'r>(src: &AuthSource, req: &'r Request) -> Option<Cow<'r, str>> {
+    let mut key: Cow<'r, str> = src
         .header
         .as_deref()
         .and_then(|h| req.headers.get(h))
         .unwrap_or_default()
-        .to_string();
+        .into();
     if let Some(v) = src
         .param
         .as_deref()
         .and_then(|p| req.query_param(p))
         .filter(|v| !v.is_empty())
     {
-        key = v;
+        key = v.into();
     }
     if let Some(v) = src
         .cookie
@@ -174,10 +174,14 @@ pub fn read_key(src: &AuthSource, req: &Request) -> Option<String> {
         .and_then(|c| cookie(req, c))
         .filter(|v| !v.is_empty())
     {
-        key = v;
+        key = v.into();
     }
-    let key = strip_bearer(&key).trim();
-    (!key.is_empty()).then(|| key.to_string())
+    // A key from the header (the usual case) is not copied.
+    let key = match key {
+        Cow::Borrowed(k) => Cow::Borrowed(strip_bearer(k).trim()),
+        Cow::Owned(k) => Cow::Owned(strip_bearer(&k).trim().to_string()),
+    };
+    (!key.is_empty()).then_some(key)
 }
 
 fn strip_bearer(v: &str) -> &str {

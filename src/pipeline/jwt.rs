@@ -6,6 +6,7 @@
 //! else the identity claim, else `sub`) whose `jwt_data.secret` verifies
 //! it. Verifying is `auth::jwt`'s; applying the policies is the next stage's.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
@@ -28,7 +29,9 @@ pub fn jwt(x: &mut Exchange<'_>) -> Flow {
     let Some(spec) = api.jwt.as_ref() else {
         return Flow::Continue;
     };
-    let Some(token) = read_key(api.auth.source(AuthMethod::Jwt), &x.req) else {
+    // Owned: the stages below write to the exchange.
+    let Some(token) = read_key(api.auth.source(AuthMethod::Jwt), &x.req).map(Cow::into_owned)
+    else {
         return refuse(x, JwtError::Missing);
     };
     match &spec.keys {
