@@ -125,7 +125,6 @@ impl Sessions {
         Some(c.session)
     }
 
-    /// Whether `id` is in memory (a `get` would not read the store).
     /// The session from the cache alone (counted as a hit), never the store.
     pub fn get_cached(&self, id: &str) -> Option<Arc<Session>> {
         let s = self.cached(id)?;
@@ -133,6 +132,7 @@ impl Sessions {
         Some(s)
     }
 
+    /// Whether `id` is in memory (a `get` would not read the store).
     pub fn is_cached(&self, id: &str) -> bool {
         self.cached(id).is_some()
     }
