@@ -4,6 +4,7 @@
 //! buffering live in `body`; nothing outside `http/` parses HTTP.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use super::message::{Framing, Headers, Request, Version, reason, split_target};
@@ -220,8 +221,8 @@ pub fn parse_request(
         return Ok(None);
     };
     let mut slots = HeaderSlots::new(limits.max_headers);
-    let mut req = httparse::Request::new(slots.get());
-    match req.parse(&buf[..end]) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(&buf[..end], slots.get()) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
@@ -271,11 +272,13 @@ pub fn parse_request(
 
 /// Room for httparse's header slices: on the stack for the usual limits,
 /// on the heap only for a configured limit above `STACK_SLOTS`. The size
-/// difference is the point: this lives on the stack for one parse.
+/// difference is the point: this lives on the stack for one parse. Left
+/// uninitialised: httparse writes a slot before it hands it back, and
+/// filling 4 KiB of slots per head would cost more than the parse.
 #[allow(clippy::large_enum_variant)]
 enum HeaderSlots<'a> {
-    Stack([httparse::Header<'a>; STACK_SLOTS], usize),
-    Heap(Vec<httparse::Header<'a>>),
+    Stack([MaybeUninit<httparse::Header<'a>>; STACK_SLOTS], usize),
+    Heap(Vec<MaybeUninit<httparse::Header<'a>>>),
 }
 
 const STACK_SLOTS: usize = 128;
@@ -283,13 +286,13 @@ const STACK_SLOTS: usize = 128;
 impl<'a> HeaderSlots<'a> {
     fn new(n: usize) -> HeaderSlots<'a> {
         if n <= STACK_SLOTS {
-            HeaderSlots::Stack([httparse::EMPTY_HEADER; STACK_SLOTS], n)
+            HeaderSlots::Stack([const { MaybeUninit::uninit() }; STACK_SLOTS], n)
         } else {
-            HeaderSlots::Heap(vec![httparse::EMPTY_HEADER; n])
+            HeaderSlots::Heap(vec![MaybeUninit::uninit(); n])
         }
     }
 
-    fn get(&mut self) -> &mut [httparse::Header<'a>] {
+    fn get(&mut self) -> &mut [MaybeUninit<httparse::Header<'a>>] {
         match self {
             HeaderSlots::Stack(slots, n) => &mut slots[..*n],
             HeaderSlots::Heap(v) => v,
@@ -382,9 +385,9 @@ impl FieldSummary {
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 codings.extend(list_tokens(value));
             } else if name.eq_ignore_ascii_case("connection") {
-                for token in list_tokens(value) {
-                    s.close |= token == "close";
-                    s.keep_alive |= token == "keep-alive";
+                for token in list_elements(value) {
+                    s.close |= token.eq_ignore_ascii_case(b"close");
+                    s.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             } else if name.eq_ignore_ascii_case("expect") {
                 s.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
@@ -514,10 +517,16 @@ fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
 /// Comma-separated tokens of a list header, lowercased; empty elements kept
 /// as empty strings so that `chunked,,` is refused.
 fn list_tokens(value: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(value)
-        .split(',')
-        .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase())
+    list_elements(value)
+        .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
         .collect()
+}
+
+/// The elements of a list header as they are, without the spaces and tabs
+/// around them (the head holds no other whitespace: `scan_lines` refused
+/// control bytes). No copy: `Connection` is read on every message.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Parses an upstream response head. 1xx heads are skipped by the caller
@@ -531,8 +540,13 @@ pub fn parse_response(
         return Ok(None);
     };
     let mut slots = HeaderSlots::new(limits.max_headers);
-    let mut res = httparse::Response::new(slots.get());
-    match res.parse(&buf[..end]) {
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        &buf[..end],
+        slots.get(),
+    );
+    match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
