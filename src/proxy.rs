@@ -342,7 +342,7 @@ pub struct Forward {
 }
 
 /// Builds the upstream request; Err is the response for a refused body.
-pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
+pub fn plan(x: &mut Exchange<'_>) -> Result<Forward, Response> {
     let cfg = &x.gw.config;
     let max = cfg.max_request_body_size;
     if max > 0 && matches!(x.req.framing, Framing::Length(n) if n > max) {
@@ -411,14 +411,14 @@ pub fn plan(x: &Exchange<'_>) -> Result<Forward, Response> {
         framing: x.req.framing,
         replayable: idempotent && x.req.framing == Framing::None,
         head_request: method == "HEAD",
-        extra: x.response_headers.clone(),
+        extra: std::mem::take(&mut x.response_headers),
         close: cfg.server.close_connections,
         hide: cfg.hide_generator_header,
         max_body: max,
         max_buffered: cfg.max_buffered_body,
         what: ["api ", x.api.id(), " ", &x.req.method, " ", &x.req.path].concat(),
         body_prefix: None,
-        response_edits: x.edits.response.clone(),
+        response_edits: std::mem::take(&mut x.edits.response),
         timeout: x.edits.timeout,
         picked,
         breaker: x.edits.breaker.clone(),
@@ -444,7 +444,7 @@ impl Forward {
     /// malformed the upstream connection is dropped before the last chunk
     /// (or the last byte of its length), so the upstream never sees a
     /// complete request.
-    pub fn send(&self, body: &mut dyn Read) -> Response {
+    pub fn send(&mut self, body: &mut dyn Read) -> Response {
         let mut capped = Capped {
             inner: body,
             left: self.max_body,
@@ -504,7 +504,7 @@ impl Forward {
     /// Sends a WebSocket handshake. Only a `101` naming `websocket` becomes
     /// a tunnel (`Body::Upgrade`); any other answer is an ordinary
     /// response, and the connection stays HTTP.
-    pub fn upgrade(&self) -> Response {
+    pub fn upgrade(&mut self) -> Response {
         let sent = Instant::now();
         let mut res = self.handshake();
         if res.tally.api.is_none() {
@@ -514,7 +514,7 @@ impl Forward {
         res
     }
 
-    fn handshake(&self) -> Response {
+    fn handshake(&mut self) -> Response {
         let out = Outgoing {
             address: &self.address,
             head: &self.head,
@@ -577,7 +577,7 @@ impl Forward {
     }
 
     /// The client's response to an upstream response.
-    pub fn respond(&self, head: ResponseHead, body: Body) -> Response {
+    pub fn respond(&mut self, head: ResponseHead, body: Body) -> Response {
         if let Some(b) = &self.breaker {
             b.record(head.status >= 500, std::time::Instant::now());
         }
@@ -588,13 +588,13 @@ impl Forward {
         }
         res.headers = head.headers;
         strip_hop_by_hop::<&str>(&mut res.headers, &[]);
-        for (name, value) in &self.response_edits {
+        for (name, value) in std::mem::take(&mut self.response_edits) {
             match value {
-                None => res.headers.remove(name),
-                Some(v) => res.headers.set(name, v.as_str()),
+                None => res.headers.remove(&name),
+                Some(v) => res.headers.set(name, v),
             }
         }
-        for (name, value) in self.extra.iter() {
+        for (name, value) in std::mem::take(&mut self.extra).into_fields() {
             res.headers.set(name, value);
         }
         res.close = self.close;

@@ -59,13 +59,14 @@ impl Headers {
         self.0.push((name.into(), value.into()));
     }
 
-    /// Replaces every field of `name` with one.
-    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+    /// Replaces every field of `name` with one (a `String` name is moved
+    /// in, not copied).
+    pub fn set<N: AsRef<str> + Into<String>>(&mut self, name: N, value: impl Into<Vec<u8>>) {
         // Usually there is none to replace: a scan is cheaper than retain.
-        if self.contains(name) {
-            self.remove(name);
+        if self.contains(name.as_ref()) {
+            self.remove(name.as_ref());
         }
-        self.0.push((name.to_string(), value.into()));
+        self.0.push((name.into(), value.into()));
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -74,6 +75,11 @@ impl Headers {
 
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
         self.0.retain(|(n, v)| keep(n, v));
+    }
+
+    /// Every field, owned, in order.
+    pub fn into_fields(self) -> impl Iterator<Item = (String, Vec<u8>)> {
+        self.0.into_iter()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {

@@ -313,7 +313,7 @@ fn proceed(mut x: Exchange<'_>, from: usize, nonblocking: Loop<'_>) -> Prepared 
     for (name, value) in x.cors.drain(..) {
         x.response_headers.set(name, value);
     }
-    match proxy::plan(&x) {
+    match proxy::plan(&mut x) {
         Ok(mut f) => {
             f.body_prefix = x.body.take();
             tally(&x, f.tally.get_mut(), &f.address);
@@ -501,7 +501,7 @@ fn is_websocket(req: &Request) -> bool {
 /// them too, as in Tyk).
 fn with_cors(mut res: Response, cors: &[(&'static str, String)]) -> Response {
     for (name, value) in cors {
-        res.headers.set(name, value.as_str());
+        res.headers.set(*name, value.as_str());
     }
     res
 }
@@ -527,7 +527,7 @@ pub fn run(
     }
     match prepare_with(gw, api, req, routed, None, prefix) {
         Prepared::Respond(res) => res,
-        Prepared::Forward(f) if f.websocket => f.upgrade(),
+        Prepared::Forward(mut f) if f.websocket => f.upgrade(),
         Prepared::Forward(mut f) => match f.body_prefix.take() {
             Some(read) => f.send(&mut std::io::Cursor::new(read).chain(body)),
             None => f.send(body),

@@ -51,12 +51,12 @@ fn run(shared: &Shared, job: Job) -> Option<Conn> {
             }
             Some(conn)
         }
-        Job::Forward(conn, meta, plan) => {
+        Job::Forward(conn, meta, mut plan) => {
             conn.wire.stream.set_nonblocking(false).ok()?;
             let res = plan.send(&mut io::empty());
             answer(shared, conn, res, meta)
         }
-        Job::Stream(conn, meta, plan, head, wire) => {
+        Job::Stream(conn, meta, mut plan, head, wire) => {
             conn.wire.stream.set_nonblocking(false).ok()?;
             wire.stream.set_nonblocking(false).ok()?;
             let body = crate::upstream::UpstreamBody::new(

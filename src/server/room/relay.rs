@@ -290,7 +290,7 @@ impl WaitingRoom {
         let body = up.wire.buffered()[..len].to_vec();
         up.wire.consume(len);
         let reusable = head.keep_alive && !eof && up.wire.buffered().is_empty();
-        let ex = up.ex.take().expect("in use");
+        let mut ex = up.ex.take().expect("in use");
         if reusable {
             up.idle_since = Instant::now();
             self.pool.entry(up.socket).or_default().push(token);
