@@ -2,6 +2,7 @@
 //! once `codec` has turned bytes into a head. Nothing here reads or writes a
 //! socket; bodies are either bytes in memory or a source the server streams.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -16,8 +17,78 @@ pub enum Version {
 
 /// An ordered header list. Names keep the sender's spelling and compare
 /// case-insensitively; values are bytes (obs-text is legal on the wire).
+/// A well-known name in a usual spelling is kept as a static string, not
+/// copied: every message carries several, and the copies were a quarter
+/// of a proxied request's allocations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Vec<u8>)>);
+pub struct Headers(Vec<(Cow<'static, str>, Vec<u8>)>);
+
+/// A field name as a caller has it: a borrowed one is copied unless it is
+/// well known, an owned one is moved in.
+pub trait IntoName {
+    fn into_name(self) -> Cow<'static, str>;
+}
+
+impl IntoName for &str {
+    fn into_name(self) -> Cow<'static, str> {
+        known_name(self).map_or_else(|| Cow::Owned(self.to_string()), Cow::Borrowed)
+    }
+}
+
+impl IntoName for &String {
+    fn into_name(self) -> Cow<'static, str> {
+        self.as_str().into_name()
+    }
+}
+
+impl IntoName for String {
+    fn into_name(self) -> Cow<'static, str> {
+        known_name(&self).map_or(Cow::Owned(self), Cow::Borrowed)
+    }
+}
+
+impl IntoName for Cow<'static, str> {
+    fn into_name(self) -> Cow<'static, str> {
+        self
+    }
+}
+
+/// `name` as a static string when it is a well-known field name spelled
+/// as clients, upstreams and the gateway itself usually spell it.
+fn known_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "Host" => "Host",
+        "host" => "host",
+        "User-Agent" => "User-Agent",
+        "user-agent" => "user-agent",
+        "Accept" => "Accept",
+        "accept" => "accept",
+        "Accept-Encoding" => "Accept-Encoding",
+        "accept-encoding" => "accept-encoding",
+        "Authorization" => "Authorization",
+        "authorization" => "authorization",
+        "Connection" => "Connection",
+        "connection" => "connection",
+        "Content-Type" => "Content-Type",
+        "content-type" => "content-type",
+        "Content-Length" => "Content-Length",
+        "content-length" => "content-length",
+        "Transfer-Encoding" => "Transfer-Encoding",
+        "Date" => "Date",
+        "date" => "date",
+        "Server" => "Server",
+        "server" => "server",
+        "Cache-Control" => "Cache-Control",
+        "ETag" => "ETag",
+        "Last-Modified" => "Last-Modified",
+        "Vary" => "Vary",
+        "X-Forwarded-For" => "X-Forwarded-For",
+        "X-RateLimit-Limit" => "X-RateLimit-Limit",
+        "X-RateLimit-Remaining" => "X-RateLimit-Remaining",
+        "X-RateLimit-Reset" => "X-RateLimit-Reset",
+        _ => return None,
+    })
+}
 
 impl Headers {
     pub fn new() -> Headers {
@@ -55,18 +126,18 @@ impl Headers {
     }
 
     /// Appends a field, keeping any existing one of the same name.
-    pub fn append(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
-        self.0.push((name.into(), value.into()));
+    pub fn append(&mut self, name: impl IntoName, value: impl Into<Vec<u8>>) {
+        self.0.push((name.into_name(), value.into()));
     }
 
-    /// Replaces every field of `name` with one (a `String` name is moved
-    /// in, not copied).
-    pub fn set<N: AsRef<str> + Into<String>>(&mut self, name: N, value: impl Into<Vec<u8>>) {
+    /// Replaces every field of `name` with one.
+    pub fn set(&mut self, name: impl IntoName, value: impl Into<Vec<u8>>) {
+        let name = name.into_name();
         // Usually there is none to replace: a scan is cheaper than retain.
-        if self.contains(name.as_ref()) {
-            self.remove(name.as_ref());
+        if self.contains(&name) {
+            self.remove(&name);
         }
-        self.0.push((name.into(), value.into()));
+        self.0.push((name, value.into()));
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -78,12 +149,12 @@ impl Headers {
     }
 
     /// Every field, owned, in order.
-    pub fn into_fields(self) -> impl Iterator<Item = (String, Vec<u8>)> {
+    pub fn into_fields(self) -> impl Iterator<Item = (Cow<'static, str>, Vec<u8>)> {
         self.0.into_iter()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_slice()))
     }
 
     pub fn len(&self) -> usize {
@@ -267,5 +338,36 @@ pub fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_the_senders_spelling_whether_well_known_or_not() {
+        let mut h = Headers::new();
+        h.append("Host", "a");
+        h.append("HOST", "b");
+        h.append(String::from("x-Custom"), "c");
+        h.append("content-type", "d");
+        let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Host", "HOST", "x-Custom", "content-type"]);
+        assert!(matches!(h.0[0].0, Cow::Borrowed(_)));
+        assert!(matches!(h.0[1].0, Cow::Owned(_)));
+        assert_eq!(h.get_all("host").collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(h.get("X-CUSTOM"), Some("c"));
+        h.set("Content-Type", "e");
+        h.set(String::from("HOST"), "f");
+        let fields: Vec<(&str, &[u8])> = h.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                ("x-Custom", &b"c"[..]),
+                ("Content-Type", b"e"),
+                ("HOST", b"f")
+            ]
+        );
     }
 }
