@@ -9,6 +9,7 @@ use crate::config::RateLimitHeaders;
 use crate::counters::{Ask, Counted, QuotaAsk, RateAsk};
 use crate::error::Error;
 use crate::gateway::unix_now_ms as now_ms;
+use crate::http::message::Value;
 use crate::keyid;
 use crate::metrics::Flag;
 use crate::quota::{QuotaDecision, counter_name, scope_for};
@@ -27,8 +28,8 @@ fn rate_headers(d: &Decision) -> [(&'static str, u64); 3] {
 }
 
 /// An integer header value, formatted without the formatter.
-fn number(n: impl itoa::Integer) -> Vec<u8> {
-    itoa::Buffer::new().format(n).as_bytes().to_vec()
+fn number(n: impl itoa::Integer) -> Value {
+    Value::from_slice(itoa::Buffer::new().format(n).as_bytes())
 }
 
 /// The key's limit for this API and the scope its counters use.
