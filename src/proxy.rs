@@ -192,18 +192,23 @@ fn strip_segment(path: &str, segment: &str) -> String {
     }
 }
 
-/// Names listed in `Connection` that may be dropped.
+/// Names listed in `Connection` that may be dropped, besides the
+/// hop-by-hop fields that always are (so the usual `keep-alive` costs no
+/// copy).
 fn connection_listed<S: AsRef<str>>(headers: &Headers, keep: &[S]) -> Vec<String> {
+    let among = |list: &[&str], t: &str| list.iter().any(|n| n.eq_ignore_ascii_case(t));
     headers
         .get_all("connection")
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(str::trim)
         .filter(|t| {
             !t.is_empty()
-                && !PROTECTED.contains(&t.as_str())
+                && !among(HOP_BY_HOP, t)
+                && !among(PROTECTED, t)
                 && !keep.iter().any(|k| k.as_ref().eq_ignore_ascii_case(t))
         })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 

@@ -397,6 +397,7 @@ impl FieldSummary {
         let mut s = FieldSummary::default();
         let mut lengths = 0;
         let mut codings: Vec<String> = Vec::new();
+        let mut encoded = false;
         for (name, value) in headers.iter() {
             if name.eq_ignore_ascii_case("host") {
                 s.hosts += 1;
@@ -407,6 +408,7 @@ impl FieldSummary {
                 lengths += 1;
                 s.length = Some(parse_length(value)?);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                encoded = true;
                 codings.extend(list_tokens(value));
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in list_elements(value) {
@@ -420,7 +422,7 @@ impl FieldSummary {
         if lengths > 1 {
             return Err(HeadError::Malformed("more than one Content-Length"));
         }
-        if !codings.is_empty() || headers.contains("transfer-encoding") {
+        if encoded {
             s.chunked = check_codings(&codings)?;
             if s.length.is_some() {
                 return Err(HeadError::Malformed(
