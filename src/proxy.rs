@@ -15,7 +15,7 @@ use crate::error::proxy_error;
 use crate::http::codec::{RequestHeadWriter, ResponseHead};
 use crate::http::path::{self, Reject};
 use crate::http::{Body, Framing, Headers, Response, Upgraded};
-use crate::metrics::{Flag, Tally};
+use crate::metrics::{ApiStats, Flag, Tally};
 use crate::pipeline::Exchange;
 use crate::upstream::tls::TlsTo;
 use crate::upstream::{Outgoing, Upstream, UpstreamError};
@@ -328,8 +328,8 @@ pub struct Forward {
     max_body: u64,
     /// Bodies up to this size are read whole before the upstream is asked.
     max_buffered: u64,
-    /// `api <id> <method> <path>`, for logs.
-    what: String,
+    /// The API's counters; its id names the request in logs (`what`).
+    api: Arc<ApiStats>,
     /// The part of the body a stage already read; sent before the rest.
     pub body_prefix: Option<Vec<u8>>,
     /// Response header changes from the transforms: delete (None) or set.
@@ -421,7 +421,7 @@ pub fn plan(x: &mut Exchange<'_>) -> Result<Forward, Response> {
         hide: cfg.hide_generator_header,
         max_body: max,
         max_buffered: cfg.max_buffered_body,
-        what: ["api ", x.api.id(), " ", &x.req.method, " ", &x.req.path].concat(),
+        api: x.api.stats.clone(),
         body_prefix: None,
         response_edits: std::mem::take(&mut x.edits.response),
         timeout: x.edits.timeout,
@@ -433,6 +433,18 @@ pub fn plan(x: &mut Exchange<'_>) -> Result<Forward, Response> {
 }
 
 impl Forward {
+    /// `api <id> <method> <upstream path>`, for logs: read back from the
+    /// upstream head when a line is written, not built for every request.
+    /// The query is left out (it may carry credentials).
+    fn what(&self) -> String {
+        let line = self.head.split(|&b| b == b'\r').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut parts = line.split(' ');
+        let method = parts.next().unwrap_or_default();
+        let path = parts.next().unwrap_or_default().split('?').next();
+        format!("api {} {method} {}", self.api.id, path.unwrap_or_default())
+    }
+
     /// (connect timeout, response timeout) for this request: the
     /// gateway's, or the endpoint's `hard_timeouts`.
     pub fn timeouts(&self) -> (std::time::Duration, std::time::Duration) {
@@ -544,7 +556,7 @@ impl Forward {
             if head.status == 101 {
                 log::warn!(
                     "{}: upstream switched to something else than websocket; refused",
-                    self.what
+                    self.what()
                 );
                 return proxy_error(502, "There was a problem proxying the request", self.hide)
                     .with_close();
@@ -633,7 +645,7 @@ impl Forward {
         } else {
             log::Level::Error
         };
-        log::log!(level, "{}: upstream {}: {e}", self.what, self.address);
+        log::log!(level, "{}: upstream {}: {e}", self.what(), self.address);
         let mut res = proxy_error(status, message, self.hide);
         res.tally = self.tally.take();
         res.tally.flag = Some(flag_of(&e, status));

@@ -364,7 +364,9 @@ fn origin_form<'a>(target: &'a str, method: &str) -> Result<(&'a str, &'a str), 
 }
 
 fn collect_headers(raw: &[httparse::Header<'_>]) -> Headers {
-    let mut headers = Headers::with_capacity(raw.len());
+    // Room for the few fields the gateway adds (the X-RateLimit-* trio on
+    // a response) without growing the list.
+    let mut headers = Headers::with_capacity(raw.len() + 4);
     for h in raw {
         headers.append(h.name, h.value);
     }
@@ -706,8 +708,11 @@ fn encode_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     // `Connection: Upgrade` is the one connection option a handler may
     // send (a WebSocket handshake and its 101); hop-by-hop removal has
     // already dropped any the peer sent.
-    let upgrade = name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case(b"upgrade");
-    if !is_framing_field(name) || upgrade {
+    let framing = is_framing_field(name);
+    let upgrade = framing
+        && name.eq_ignore_ascii_case("connection")
+        && value.eq_ignore_ascii_case(b"upgrade");
+    if !framing || upgrade {
         put_field(out, name, |out| out.extend_from_slice(value));
     }
 }
@@ -733,9 +738,13 @@ fn encode_framing(out: &mut Vec<u8>, framing: Framing) {
 }
 
 fn is_framing_field(name: &str) -> bool {
-    ["content-length", "transfer-encoding", "connection"]
-        .iter()
-        .any(|f| name.eq_ignore_ascii_case(f))
+    // By length first: every field of every head we write passes here.
+    match name.len() {
+        10 => name.eq_ignore_ascii_case("connection"),
+        14 => name.eq_ignore_ascii_case("content-length"),
+        17 => name.eq_ignore_ascii_case("transfer-encoding"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

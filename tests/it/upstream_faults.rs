@@ -34,9 +34,15 @@ fn keep_alive_get(path: &str) -> Vec<u8> {
 
 #[test]
 fn upstream_refusing_connections_is_500_problem_proxying() {
-    let gw = gateway_to(&format!("http://127.0.0.1:{}/", closed_port()));
-    let r = gw.get("/up/x", &[]);
+    let port = closed_port();
+    let gw = gateway_to(&format!("http://127.0.0.1:{port}/"));
+    let r = gw.get("/up/x?secret=q-cred-7731", &[]);
     assert_proxy_error(&r, 500, PROBLEM);
+    // The log names the API, the method and the upstream path, never the
+    // query (it may carry credentials).
+    let line = format!("api up GET /x: upstream 127.0.0.1:{port}: ");
+    assert!(gw.saw_log(&line), "{:?}", gw.logs());
+    assert!(!gw.logs_contain("q-cred-7731"), "{:?}", gw.logs());
 }
 
 #[test]
