@@ -183,34 +183,39 @@ fn scan_lines(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadErr
     too_long.map_or(Ok(()), Err)
 }
 
-/// The line rules of a whole head that httparse does not enforce: every
-/// line ends in CRLF (httparse also takes a bare LF), none is over its
-/// limit, none is an obs-fold. The bytes inside lines are httparse's to
-/// check: its byte classes refuse exactly what `scan_lines` calls control
-/// bytes and bare CRs (`httparse_refuses_what_the_line_scan_refuses`), so
-/// a head is not read byte by byte twice. False: `scan_lines` names the
-/// error.
-fn lines_within_rules(head: &[u8], limits: &Limits, request: bool) -> bool {
+/// One pass over `buf`'s lines: where the head ends (just past its blank
+/// line, as `head_end` finds it), and whether every line of it keeps the
+/// rules httparse does not enforce: it ends in CRLF (httparse also takes
+/// a bare LF), it is within its limit, it is no obs-fold. The bytes inside
+/// lines are httparse's to check: its byte classes refuse exactly what
+/// `scan_lines` calls control bytes and bare CRs
+/// (`httparse_refuses_what_the_line_scan_refuses`), so a head is not read
+/// byte by byte twice. Not kept: `scan_lines` names the fault.
+fn head_lines(buf: &[u8], limits: &Limits, request: bool) -> (Option<usize>, bool) {
     let (mut start, mut limit) = match request {
         true => (0, limits.max_request_line),
         false => (0, usize::MAX),
     };
-    for nl in memchr::memchr_iter(b'\n', head) {
-        let crlf = nl > start && head[nl - 1] == b'\r';
-        if !crlf || nl - start > limit || matches!(head.get(nl + 1), Some(b' ' | b'\t')) {
-            return false;
+    let mut kept = true;
+    for nl in memchr::memchr_iter(b'\n', buf) {
+        let line = &buf[start..nl];
+        let crlf = line.last() == Some(&b'\r');
+        if start > 0 && (line.is_empty() || line == b"\r") {
+            return (Some(nl + 1), kept && crlf);
         }
+        kept &= crlf && line.len() <= limit && !matches!(buf.get(nl + 1), Some(b' ' | b'\t'));
         (start, limit) = (nl + 1, limits.max_header_line);
     }
-    start == head.len()
+    (None, kept)
 }
 
 /// Bytes a head may take, or the error for a buffer that outgrew them.
 fn complete_head(buf: &[u8], limits: &Limits, request: bool) -> Result<Option<usize>, HeadError> {
-    match head_end(buf) {
+    let (end, kept) = head_lines(buf, limits, request);
+    match end {
         Some(end) if end > limits.max_head => Err(HeadError::HeadersTooLarge),
         Some(end) => {
-            if !lines_within_rules(&buf[..end], limits, request) {
+            if !kept {
                 scan_lines(&buf[..end], limits, request)?;
             }
             Ok(Some(end))
@@ -817,12 +822,34 @@ mod tests {
                     "{:?} request={request}",
                     String::from_utf8_lossy(&head)
                 );
+                // The one-pass line check finds the same end, and keeps
+                // only heads whose lines the full scan passes too (it may
+                // keep one with a control byte: httparse refuses that).
+                let (end, kept) = head_lines(&head, &limits, request);
+                assert_eq!(end, head_end(&head), "{:?}", String::from_utf8_lossy(&head));
+                if let (Some(end), true) = (end, kept) {
+                    // Control bytes, and CRs that end no line, made
+                    // plain: those are httparse's to refuse.
+                    let head = &head[..end];
+                    let lines_only: Vec<u8> = (0..end)
+                        .map(|i| match (head[i], head.get(i + 1)) {
+                            (b'\n', _) | (b'\r', Some(b'\n')) | (b'\t', _) => head[i],
+                            (b, _) if b >= 0x20 && b != 0x7f => b,
+                            _ => b'a',
+                        })
+                        .collect();
+                    assert!(
+                        scan_lines_bytewise(&lines_only, &limits, request).is_ok(),
+                        "{:?} request={request}",
+                        String::from_utf8_lossy(head)
+                    );
+                }
             }
         }
     }
 
     /// The fast path's premise: a whole head that passes
-    /// `lines_within_rules` and that httparse parses is clean by the
+    /// `head_lines` and that httparse parses is clean by the
     /// byte-at-a-time rules, so nothing with a control byte or a bare CR
     /// is ever taken. Heads are well-formed ones with one to three bytes
     /// replaced by, or with inserted, control bytes, CR, LF, DEL, tab,
@@ -859,7 +886,7 @@ mod tests {
             }
             let Some(end) = head_end(&head) else { continue };
             let head = &head[..end];
-            if !lines_within_rules(head, &limits, request) {
+            if head_lines(head, &limits, request) != (Some(end), true) {
                 continue;
             }
             let mut slots = [httparse::EMPTY_HEADER; 16];
