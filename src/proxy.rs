@@ -197,19 +197,26 @@ fn strip_segment(path: &str, segment: &str) -> String {
 /// copy).
 fn connection_listed<S: AsRef<str>>(headers: &Headers, keep: &[S]) -> Vec<String> {
     let among = |list: &[&str], t: &str| list.iter().any(|n| n.eq_ignore_ascii_case(t));
-    headers
-        .get_all("connection")
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !t.is_empty()
-                && !among(HOP_BY_HOP, t)
-                && !among(PROTECTED, t)
-                && !keep.iter().any(|k| k.as_ref().eq_ignore_ascii_case(t))
-        })
-        .map(str::to_ascii_lowercase)
-        .collect()
+    let mut listed = Vec::new();
+    for (name, value) in headers.iter() {
+        let Some(value) = name
+            .eq_ignore_ascii_case("connection")
+            .then(|| std::str::from_utf8(value).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        for t in value.split(',').map(str::trim) {
+            let skip = t.is_empty()
+                || among(HOP_BY_HOP, t)
+                || among(PROTECTED, t)
+                || keep.iter().any(|k| k.as_ref().eq_ignore_ascii_case(t));
+            if !skip {
+                listed.push(t.to_ascii_lowercase());
+            }
+        }
+    }
+    listed
 }
 
 /// Whether `name` belongs to one connection: a hop-by-hop field, or one
