@@ -20,7 +20,7 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     let Some(key) = read_key(x.api.auth.source(AuthMethod::Token), &x.req) else {
         return x.reject(401, "Authorization field missing");
     };
-    if key.chars().count() < x.gw.config.min_token_length {
+    if shorter_than(&key, x.gw.config.min_token_length) {
         return x.reject(403, DISALLOWED);
     }
     match find_key(x, &key) {
@@ -53,6 +53,13 @@ pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>
         return Err(Flow::Defer);
     }
     keys::find_in(sessions, &candidates).map_err(|e| store_failure(x, &e))
+}
+
+/// Whether `key` has fewer than `min` characters. A char is one to four
+/// bytes, so the byte length settles it without counting unless it lies
+/// between `min` and `4 * min`.
+fn shorter_than(key: &str, min: usize) -> bool {
+    key.len() < min || (key.len() < min.saturating_mul(4) && key.chars().count() < min)
 }
 
 /// A store failure while authorising: logged, 500.
@@ -211,6 +218,31 @@ mod tests {
             param: param.then(|| "key".into()),
             cookie: cookie.then(|| "sess".into()),
         }
+    }
+
+    #[test]
+    fn a_key_is_short_by_its_characters_not_its_bytes() {
+        for (key, min) in [
+            ("", 0),
+            ("abc", 3),
+            ("ééé", 3),
+            ("€€", 2),
+            ("a", 0),
+            ("😀😀", 2),
+        ] {
+            assert!(!shorter_than(key, min), "{key} {min}");
+        }
+        for (key, min) in [
+            ("", 1),
+            ("ab", 3),
+            ("éé", 3),
+            ("€€€", 4),
+            ("😀😀", 3),
+            ("😀", 2),
+        ] {
+            assert!(shorter_than(key, min), "{key} {min}");
+        }
+        assert!(shorter_than(&"k".repeat(40), usize::MAX));
     }
 
     #[test]
