@@ -171,15 +171,13 @@ pub fn any_cached(sessions: &Sessions, candidates: &[Candidate]) -> bool {
 
 /// The first of `candidates` when its session is cached: what `find_in`
 /// answers, with one cache lookup and no store access (a keyed request's
-/// usual case).
-pub fn first_if_cached(sessions: &Sessions, candidates: &[Candidate]) -> Option<Found> {
+/// usual case), and nothing copied that the caller may not need.
+pub fn first_if_cached<'c>(
+    sessions: &Sessions,
+    candidates: &'c [Candidate],
+) -> Option<(Arc<Session>, &'c Candidate)> {
     let c = candidates.first()?;
-    let session = sessions.get_cached(&c.stored_id)?;
-    Some(Found {
-        key_id: c.key_id.clone(),
-        stored_id: c.stored_id.clone(),
-        session,
-    })
+    Some((sessions.get_cached(&c.stored_id)?, c))
 }
 
 /// Finds a session by its stored id (`?hashed=` on the admin API).

@@ -5,12 +5,14 @@
 //! `access`'s.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apidef::{AuthMethod, AuthSource};
 use crate::auth::basic::{self, Credentials};
 use crate::http::Request;
 use crate::keys;
+use crate::session::Session;
 
 use super::{Exchange, Flow};
 
@@ -39,12 +41,29 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
 /// The session of key id `id` in the API's org (CONTRACT §1.4). Err is the
 /// flow to return: a deferral on the event loop when finding it would read
 /// the store, a 500 when the store fails.
-pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>, Flow> {
+/// What the stages need of a key found for a request.
+pub(super) struct Identity {
+    pub session: Arc<Session>,
+    /// The id it is stored under.
+    pub stored_id: String,
+}
+
+impl From<keys::Found> for Identity {
+    fn from(f: keys::Found) -> Identity {
+        Identity {
+            session: f.session,
+            stored_id: f.stored_id,
+        }
+    }
+}
+
+pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<Identity>, Flow> {
     let (cfg, ids, sessions) = (&x.gw.config, &x.gw.key_ids, &x.gw.sessions);
     let org = &x.api.def.org_id;
     let candidates = ids.resolve(cfg, id, org);
-    if let Some(found) = keys::first_if_cached(sessions, &candidates) {
-        return Ok(Some(found));
+    if let Some((session, c)) = keys::first_if_cached(sessions, &candidates) {
+        let stored_id = c.stored_id.clone();
+        return Ok(Some(Identity { session, stored_id }));
     }
     // A shared store is never read on the event loop, not even for the
     // rare earlier candidate that is stored but not cached.
@@ -52,7 +71,10 @@ pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<keys::Found>
     if x.nonblocking && !in_memory {
         return Err(Flow::Defer);
     }
-    keys::find_in(sessions, &candidates).map_err(|e| store_failure(x, &e))
+    match keys::find_in(sessions, &candidates) {
+        Ok(found) => Ok(found.map(Identity::from)),
+        Err(e) => Err(store_failure(x, &e)),
+    }
 }
 
 /// Whether `key` has fewer than `min` characters. A char is one to four
