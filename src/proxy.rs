@@ -198,12 +198,8 @@ fn strip_segment(path: &str, segment: &str) -> String {
 fn connection_listed<S: AsRef<str>>(headers: &Headers, keep: &[S]) -> Vec<String> {
     let among = |list: &[&str], t: &str| list.iter().any(|n| n.eq_ignore_ascii_case(t));
     let mut listed = Vec::new();
-    for (name, value) in headers.iter() {
-        let Some(value) = name
-            .eq_ignore_ascii_case("connection")
-            .then(|| std::str::from_utf8(value).ok())
-            .flatten()
-        else {
+    for value in headers.get_all("connection") {
+        let Ok(value) = std::str::from_utf8(value) else {
             continue;
         };
         for t in value.split(',').map(str::trim) {

@@ -192,11 +192,13 @@ fn scan_lines(head: &[u8], limits: &Limits, request: bool) -> Result<(), HeadErr
 /// (`httparse_refuses_what_the_line_scan_refuses`), so a head is not read
 /// byte by byte twice. Not kept: `scan_lines` names the fault.
 fn head_lines(buf: &[u8], limits: &Limits, request: bool) -> (Option<usize>, bool) {
-    let (mut start, mut limit) = match request {
-        true => (0, limits.max_request_line),
-        false => (0, usize::MAX),
+    // A response's status line has no limit of its own.
+    let mut limit = if request {
+        limits.max_request_line
+    } else {
+        usize::MAX
     };
-    let mut kept = true;
+    let (mut start, mut kept) = (0, true);
     for nl in memchr::memchr_iter(b'\n', buf) {
         let line = &buf[start..nl];
         let crlf = line.last() == Some(&b'\r');
@@ -556,7 +558,7 @@ fn list_tokens(value: &[u8]) -> Vec<String> {
 }
 
 /// The elements of a list header as they are, without the spaces and tabs
-/// around them (the head holds no other whitespace: `scan_lines` refused
+/// around them (a parsed value holds no other whitespace: httparse refused
 /// control bytes). No copy: `Connection` is read on every message.
 fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
@@ -787,6 +789,16 @@ mod tests {
         too_long.map_or(Ok(()), Err)
     }
 
+    /// A fixed-seed xorshift: the same sequence every run.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     #[test]
     fn line_scan_agrees_with_the_bytewise_scan() {
         let limits = Limits {
@@ -796,20 +808,14 @@ mod tests {
         };
         let alphabet = [b'a', b' ', b'\t', b'\r', b'\n', 0x01, 0x7f, 0x80, b':'];
         // A fixed-seed xorshift: the same 200,000 heads every run.
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200_000 {
             let len = next() % 40;
             let mut head = Vec::new();
             for _ in 0..len {
                 match next() % 4 {
                     // Mostly CRLF line ends and text.
-                    0 if next() % 5 != 0 => head.extend_from_slice(b"\r\n"),
+                    0 if !next().is_multiple_of(5) => head.extend_from_slice(b"\r\n"),
                     0 => head.push(b'\n'),
                     1 | 2 => head.push(b'a'),
                     _ => head.push(alphabet[(next() % alphabet.len() as u64) as usize]),
@@ -861,13 +867,7 @@ mod tests {
         let nasty = [
             b'\r', b'\n', 0, 0x01, 0x0b, 0x1b, 0x7f, b'\t', b' ', 0x80, 0xff,
         ];
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let (mut refused_by_httparse, mut taken) = (0, 0);
         for i in 0..100_000 {
             let request = i % 2 == 0;

@@ -38,9 +38,6 @@ pub fn token(x: &mut Exchange<'_>) -> Flow {
     }
 }
 
-/// The session of key id `id` in the API's org (CONTRACT §1.4). Err is the
-/// flow to return: a deferral on the event loop when finding it would read
-/// the store, a 500 when the store fails.
 /// What the stages need of a key found for a request.
 pub(super) struct Identity {
     pub session: Arc<Session>,
@@ -57,6 +54,9 @@ impl From<keys::Found> for Identity {
     }
 }
 
+/// The session of key id `id` in the API's org (CONTRACT §1.4). Err is the
+/// flow to return: a deferral on the event loop when finding it would read
+/// the store, a 500 when the store fails.
 pub(super) fn find_key(x: &Exchange<'_>, id: &str) -> Result<Option<Identity>, Flow> {
     let (cfg, ids, sessions) = (&x.gw.config, &x.gw.key_ids, &x.gw.sessions);
     let org = &x.api.def.org_id;

@@ -3,7 +3,6 @@
 //! 429/403 answers and the `X-RateLimit-*` headers. The counting itself is
 //! `ratelimit` (windows) and `quota` (counters).
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::config::RateLimitHeaders;
@@ -199,7 +198,7 @@ fn rate_answer(x: &mut Exchange<'_>, d: Option<Decision>) -> Flow {
     }
     if x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits {
         for (n, v) in rate_headers(&d) {
-            x.response_headers.set(Cow::Borrowed(n), number(v));
+            x.response_headers.set(n, number(v));
         }
     }
     Flow::Continue
@@ -213,7 +212,7 @@ fn rate_refused(x: &Exchange<'_>, d: Option<Decision>) -> Flow {
     res.tally.flag = Some(Flag::Rlt);
     if x.gw.config.rate_limit_headers == RateLimitHeaders::RateLimits {
         for (n, v) in d.iter().flat_map(rate_headers) {
-            res.headers.set(Cow::Borrowed(n), number(v));
+            res.headers.set(n, number(v));
         }
     }
     Flow::Respond(res)
@@ -246,9 +245,9 @@ fn quota_answer(x: &mut Exchange<'_>, limit: &Limit, d: Option<QuotaDecision>) -
     }
     if x.gw.config.rate_limit_headers == RateLimitHeaders::Quotas {
         let h = &mut x.response_headers;
-        h.set(Cow::Borrowed("X-RateLimit-Limit"), number(max));
-        h.set(Cow::Borrowed("X-RateLimit-Remaining"), number(remaining));
-        h.set(Cow::Borrowed("X-RateLimit-Reset"), number(renews));
+        h.set("X-RateLimit-Limit", number(max));
+        h.set("X-RateLimit-Remaining", number(remaining));
+        h.set("X-RateLimit-Reset", number(renews));
     }
     Flow::Continue
 }
@@ -280,7 +279,7 @@ pub fn keyless_headers(x: &mut Exchange<'_>) -> Flow {
             "X-RateLimit-Remaining",
             "X-RateLimit-Reset",
         ] {
-            x.response_headers.set(Cow::Borrowed(name), "0");
+            x.response_headers.set(name, "0");
         }
     }
     Flow::Continue
